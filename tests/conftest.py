@@ -1,0 +1,59 @@
+"""Shared fixtures. Stage-specific fixtures live in the stage's own test files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("GHOSTEDGE_SHARED", REPO_ROOT.parent / "shared"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Two cores are shared by everything here: keep each test single-threaded and deterministic.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} is absent (a user's checkout has no ../shared); set GHOSTEDGE_SHARED")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def imagenet_samples(shared_dir: Path) -> Path:
+    path = shared_dir / "data" / "imagenet-samples"
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent")
+    return path
+
+
+@pytest.fixture(scope="session")
+def cifar_tar(shared_dir: Path) -> Path:
+    path = shared_dir / "data" / "cifar10-jpg.tar"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    return path
+
+
+@pytest.fixture(scope="session")
+def reference_dir(shared_dir: Path) -> Path:
+    return shared_dir / "reference"
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache that survives between test sessions (extracted data sets, sysroots)."""
+    path = Path(os.environ.get("GHOSTEDGE_CACHE", Path.home() / ".cache" / "ghostedge"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
