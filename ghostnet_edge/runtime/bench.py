@@ -1,0 +1,216 @@
+"""``bench``: latency of artifacts on a target, as :class:`BenchResult` records the curve reads.
+
+For each artifact: open the target once (copy the runner, check the device), measure, and when the
+coefficient of variation is above ``cv_threshold`` (another process got in the way) measure again,
+up to ``remeasure`` more times, keeping the steadiest attempt. Every attempt's CV is kept in the
+result so a reader can see how noisy the machine was.
+
+JSON written by ``ghostedge bench --json`` (see :func:`results_document`)::
+
+    {"ghostedge_bench": 1, "target": ..., "config": {...}, "machine": {...}, "versions": {...},
+     "results": [BenchResult.to_dict(), ...]}
+
+one BenchResult::
+
+    {"artifact", "format": "tflite|onnx|torch", "precision": "fp32|int8|fp16|unknown", "model",
+     "target", "runtime", "runtime_version", "delegate", "threads", "cpu", "input_shape",
+     "size_bytes", "latency_ms": {"p50","p90","p99","mean","std","cv","n","min","max"} | null,
+     "first_inference_ms", "load_ms", "peak_rss_mb", "noisy", "remeasured", "attempt_cvs",
+     "instructions": null | {...}, "parity": null | {...}, "status": "ok|partial|failed", "error"}
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ghostnet_edge.errors import GhostEdgeError
+from ghostnet_edge.runtime import stats
+
+RUNTIME_CHOICES = ("auto", "litert", "tflite-runtime", "onnxruntime", "torch")
+Log = Callable[[str], None]
+
+
+@dataclass
+class BenchConfig:
+    """How to measure. Defaults follow the paper (one thread) and MLPerf (minimum runs AND duration)."""
+
+    threads: int = 1
+    warmup: int = 10
+    min_runs: int = 50
+    min_seconds: float = 2.0
+    max_seconds: float = 60.0
+    cv_threshold: float = stats.DEFAULT_CV_THRESHOLD
+    remeasure: int = 2
+    xnnpack: bool = True
+    runtime: str = "auto"
+    seed: int = 0
+    benchmark_model: str | None = None    # adb: path of TFLite's benchmark_model binary for the phone
+    reference: str | None = None          # checkpoint or model name: compare outputs (parity)
+    parity_samples: int = 4
+
+    def validate(self) -> BenchConfig:
+        if self.threads < 1:
+            raise GhostEdgeError(f"--threads must be >= 1 (got {self.threads})", "pass --threads 1 (the paper's setting)")
+        if self.min_runs < 1:
+            raise GhostEdgeError(f"--min-runs must be >= 1 (got {self.min_runs})", "pass e.g. --min-runs 50")
+        if self.warmup < 0:
+            raise GhostEdgeError(f"--warmup must be >= 0 (got {self.warmup})", "pass e.g. --warmup 10")
+        if self.min_seconds < 0 or self.max_seconds <= 0 or self.max_seconds < self.min_seconds:
+            raise GhostEdgeError(
+                f"need 0 <= --min-seconds <= --max-seconds (got {self.min_seconds} and {self.max_seconds})",
+                "e.g. --min-seconds 2 --max-seconds 60")
+        if self.cv_threshold <= 0:
+            raise GhostEdgeError(f"--cv-threshold must be > 0 (got {self.cv_threshold})", "e.g. --cv-threshold 0.05")
+        if self.remeasure < 0:
+            raise GhostEdgeError(f"--remeasure must be >= 0 (got {self.remeasure})", "e.g. --remeasure 2")
+        if self.runtime not in RUNTIME_CHOICES:
+            raise GhostEdgeError(f"unknown runtime {self.runtime!r}", f"choose from: {', '.join(RUNTIME_CHOICES)}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class BenchResult:
+    """One artifact on one target. ``latency_ms`` is None when nothing was timed."""
+
+    artifact: str
+    format: str
+    precision: str
+    model: str
+    target: str
+    runtime: str | None = None
+    runtime_version: str | None = None
+    delegate: str | None = None
+    threads: int | None = None
+    cpu: str | None = None
+    input_shape: list[int] | None = None
+    size_bytes: int | None = None
+    latency_ms: dict[str, float | int] | None = None
+    first_inference_ms: float | None = None
+    load_ms: float | None = None
+    peak_rss_mb: float | None = None
+    noisy: bool = False
+    remeasured: int = 0
+    attempt_cvs: list[float] = field(default_factory=list)
+    instructions: dict[str, Any] | None = None
+    parity: dict[str, Any] | None = None
+    status: str = "ok"
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def result_from_record(artifact: Any, target: str, rec: dict[str, Any]) -> BenchResult:
+    """A BenchResult from one runner record (device runner JSON, benchmark_model summary, partial)."""
+    latency = rec.get("latency_summary") or stats.summarize(rec.get("latencies_ms") or [])
+    status = rec.get("status", "failed")
+    if status == "ok" and latency is None:
+        status = "failed"
+    return BenchResult(
+        artifact=str(artifact.path or artifact.spec), format=artifact.format, precision=artifact.precision,
+        model=rec.get("model_name") or artifact.model, target=target, runtime=rec.get("runtime"),
+        runtime_version=rec.get("runtime_version"), delegate=rec.get("delegate"), threads=rec.get("threads"),
+        cpu=rec.get("cpu"), input_shape=rec.get("input_shape"), size_bytes=artifact.size_bytes,
+        latency_ms=latency, first_inference_ms=rec.get("first_inference_ms"), load_ms=rec.get("load_ms"),
+        peak_rss_mb=rec.get("peak_rss_mb"), instructions=rec.get("instructions"),
+        status=status, error=rec.get("error"),
+    )
+
+
+def parity_report(outputs: Any, reference: Any) -> dict[str, Any]:
+    """How closely an artifact's outputs follow the PyTorch reference on the same inputs."""
+    import numpy as np
+
+    a, b = np.asarray(outputs, np.float32), np.asarray(reference, np.float32)
+    if a.shape != b.shape:
+        return {"n": int(b.shape[0]), "error": f"output shape {list(a.shape)} differs from reference {list(b.shape)}"}
+    diff = np.abs(a - b)
+    return {"n": int(a.shape[0]), "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
+            "top1_agreement": float(np.mean(a.argmax(1) == b.argmax(1)))}
+
+
+def _reference_outputs(reference: str, n: int, seed: int) -> tuple[Any, Any]:
+    """Seeded inputs at the reference model's size, and the reference's eager outputs on them."""
+    import numpy as np
+    import torch
+
+    from ghostnet_edge.models.checkpoint import load_model
+
+    model, spec, _ = load_model(reference)
+    x = np.random.default_rng(seed).standard_normal((n, *spec.input_size)).astype(np.float32)
+    with torch.inference_mode():
+        y = model.eval()(torch.from_numpy(x)).float().numpy()
+    return x, y
+
+
+def measure_artifact(session: Any, artifact: Any, target_name: str, config: BenchConfig,
+                     inputs: Any = None, reference_out: Any = None, log: Log | None = None) -> BenchResult:
+    """Measure once, re-measure while noisy, keep the steadiest attempt."""
+    attempts: list[BenchResult] = []
+    records: list[dict[str, Any]] = []
+    for attempt in range(config.remeasure + 1):
+        rec = session.measure(artifact, config, inputs=inputs if attempt == 0 else None)
+        res = result_from_record(artifact, target_name, rec)
+        records.append(rec)
+        attempts.append(res)
+        if res.status != "ok" or not stats.is_noisy(res.latency_ms, config.cv_threshold):
+            break
+        if log and attempt < config.remeasure:
+            log(f"  {artifact.label}: CV {res.latency_ms['cv']:.3f} > {config.cv_threshold} - measuring again")
+    timed = [a.latency_ms if a.status in ("ok", "partial") else None for a in attempts]
+    best = stats.steadiest(timed) if attempts[-1].status == "ok" else len(attempts) - 1
+    result = attempts[best]
+    result.remeasured = len(attempts) - 1
+    result.attempt_cvs = [round(float(t["cv"]), 5) for t in timed if t is not None]
+    result.noisy = stats.is_noisy(result.latency_ms, config.cv_threshold)
+    if reference_out is not None and records[0].get("outputs") is not None:
+        result.parity = parity_report(records[0]["outputs"], reference_out)
+    return result
+
+
+def bench(artifacts: Sequence[str | Path], target: str = "host", config: BenchConfig | None = None,
+          log: Log | None = None) -> list[BenchResult]:
+    """Latency of each artifact on ``target``; bad input raises before anything runs.
+
+    A target that cannot be opened raises TargetError; a run that dies midway becomes a result with
+    status "partial" (what was measured is kept) and the remaining artifacts are still measured.
+    """
+    from ghostnet_edge.runtime.artifacts import inspect_artifact
+    from ghostnet_edge.runtime.targets import parse_target
+
+    config = (config or BenchConfig()).validate()
+    if not artifacts:
+        raise GhostEdgeError("no artifact to measure", "pass one or more .tflite/.onnx/.pt files or model names")
+    tgt = parse_target(target)
+    infos = [inspect_artifact(a) for a in artifacts]
+    for info in infos:
+        tgt.check_artifact(info)
+    inputs = reference_out = None
+    if config.reference:
+        inputs, reference_out = _reference_outputs(config.reference, config.parity_samples, config.seed)
+    results: list[BenchResult] = []
+    with tgt.session(config) as session:
+        for info in infos:
+            t0 = time.perf_counter()
+            res = measure_artifact(session, info, tgt.name, config, inputs, reference_out, log)
+            results.append(res)
+            if log:
+                p50 = f"p50 {res.latency_ms['p50']:.3f} ms" if res.latency_ms else "no timing"
+                log(f"  {info.label}: {res.status}, {p50} ({time.perf_counter() - t0:.1f} s)")
+    return results
+
+
+def results_document(results: Sequence[BenchResult], target: str, config: BenchConfig) -> dict[str, Any]:
+    """The JSON file ``ghostedge bench --json`` writes (the curve reads ``results``)."""
+    from ghostnet_edge.utils.versions import machine_description, package_versions
+
+    return {"ghostedge_bench": 1, "target": target, "config": config.to_dict(),
+            "machine": machine_description(), "versions": package_versions(),
+            "results": [r.to_dict() for r in results]}
