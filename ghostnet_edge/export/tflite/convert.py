@@ -1,0 +1,207 @@
+"""ONNX -> ``.tflite`` (FP32 and full-integer INT8) through our translator and ``tf.lite.TFLiteConverter``.
+
+INT8 follows TFLite's post-training full-integer recipe: ``optimizations=[DEFAULT]``, a representative
+dataset (our calibration tensors, NCHW from the calibration stage, transposed to NHWC here),
+``supported_ops=[TFLITE_BUILTINS_INT8]`` (conversion fails instead of silently leaving float ops) and
+int8/uint8/float32 graph I/O. Weights are per-channel unless ``per_channel=False``, which sets the
+converter's ``_experimental_disable_per_channel`` (per-tensor weights, for accelerators that need them).
+
+The converter gets the translated function together with a ``tf.Module`` that owns it: that makes it
+go through its SavedModel path, which writes the ``serving_default`` signature (input ``image``, output
+``logits``) Android's ``Interpreter.getSignatureRunner`` reads; a bare concrete function gets none.
+
+Output is byte-identical for the same inputs: the converter's flatbuffer carries no timestamps or
+paths (checked by the tests, in one process and across processes), our metadata is key-sorted JSON
+without times, and the files are written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ghostnet_edge.errors import ExportError, require
+from ghostnet_edge.export.tflite import metadata as md
+from ghostnet_edge.utils.atomic import atomic_write_bytes
+
+IO_DTYPES = ("int8", "uint8", "float32")
+
+
+@dataclass
+class TfliteResult:
+    """What :func:`convert_onnx_to_tflite` wrote and how long it took."""
+
+    fp32_path: Path | None
+    int8_path: Path | None
+    fp32_bytes: int | None
+    int8_bytes: int | None
+    input_shape_nhwc: tuple[int, int, int, int]
+    io_dtype: str
+    per_channel: bool
+    num_representative: int
+    input_quant: tuple[float, int] | None  # (scale, zero point) of the INT8 model's input; None for float I/O
+    output_quant: tuple[float, int] | None
+    translate_seconds: float
+    fp32_seconds: float | None
+    int8_seconds: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("fp32_path", "int8_path"):
+            d[k] = str(d[k]) if d[k] is not None else None
+        return d
+
+
+def _check_representative(rep: Any, nchw: tuple[int, int, int, int]) -> np.ndarray:
+    if not isinstance(rep, np.ndarray):
+        raise ExportError(f"representative data must be a NumPy array, got {type(rep).__name__}",
+                          "pass calibration tensors shaped (N, 3, H, W), float32, preprocessed")
+    _, c, h, w = nchw
+    if rep.ndim != 4 or rep.shape[1:] != (c, h, w) or rep.shape[0] < 1:
+        raise ExportError(f"representative data has shape {tuple(rep.shape)}, the model takes (N, {c}, {h}, {w})",
+                          "pass preprocessed NCHW calibration tensors at the model's input size")
+    if rep.dtype.kind != "f":
+        raise ExportError(f"representative data has dtype {rep.dtype}, expected float32",
+                          "pass the preprocessed (normalised) float tensors, not raw uint8 pixels")
+    if not np.isfinite(rep).all():
+        raise ExportError("representative data contains NaN or infinite values",
+                          "check the calibration images and their preprocessing")
+    return np.ascontiguousarray(rep.astype(np.float32).transpose(0, 2, 3, 1))
+
+
+def _check_labels(labels: Any, num_classes: int | None) -> list[str] | None:
+    if labels is None:
+        return None
+    if not isinstance(labels, list | tuple) or not all(isinstance(x, str) for x in labels):
+        raise ExportError("labels must be a list of strings", "pass one class name per output logit")
+    if num_classes is not None and len(labels) != num_classes:
+        raise ExportError(f"{len(labels)} labels for a model with {num_classes} outputs",
+                          "pass exactly one class name per output logit, in output order")
+    return list(labels)
+
+
+def _num_classes(concrete: Any) -> int | None:
+    out = concrete.structured_outputs
+    t = out.get("logits") if isinstance(out, dict) else None
+    if t is None or t.shape.rank != 2 or t.shape[-1] is None:
+        return None
+    return int(t.shape[-1])
+
+
+def _convert(tf: Any, concrete: Any, rep_nhwc: np.ndarray | None, io_dtype: str, per_channel: bool) -> bytes:
+    module = tf.Module()
+    module.serving = concrete  # owning object: the converter then writes the serving_default signature
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
+    if rep_nhwc is not None:
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = lambda: ([x[None]] for x in rep_nhwc)
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[io_dtype]
+        conv.inference_output_type = conv.inference_input_type
+        conv._experimental_disable_per_channel = not per_channel
+    try:
+        return bytes(conv.convert())
+    except Exception as exc:  # ConverterError and friends: surface as one user-facing error
+        kind = "INT8" if rep_nhwc is not None else "FP32"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"the TFLite converter failed ({kind}): {first}",
+                          "the model has an op without a TFLite INT8 kernel; run with --verbose for the "
+                          "converter's log, or export FP32 only") from exc
+
+
+def _io_quant(model: bytes) -> tuple[tuple[float, int] | None, tuple[float, int] | None]:
+    from ghostnet_edge.export.tflite.inspect import io_quantization
+
+    q = io_quantization(model)
+
+    def pick(d: dict[str, Any]) -> tuple[float, int] | None:
+        return (float(d["scale"]), int(d["zero_point"])) if d["dtype"] in ("INT8", "UINT8") else None
+
+    return pick(q["input"]), pick(q["output"])
+
+
+def convert_onnx_to_tflite(
+    onnx_path: Path | str,
+    out_fp32: Path | None,
+    out_int8: Path | None,
+    representative: np.ndarray | None = None,
+    io_dtype: str = "int8",
+    per_channel: bool = True,
+    labels: list[str] | None = None,
+    preprocessing: dict[str, Any] | None = None,
+) -> TfliteResult:
+    """Convert an ONNX CNN to FP32 and/or full-integer INT8 ``.tflite`` files with embedded metadata.
+
+    ``representative`` holds the preprocessed calibration images, ``(N, 3, H, W)`` float32 (required for
+    INT8). ``io_dtype`` is the INT8 model's input/output type: ``int8`` (default), ``uint8`` or
+    ``float32`` (QUANTIZE/DEQUANTIZE at the ends). ``labels`` and ``preprocessing`` are embedded as JSON
+    metadata (see :mod:`.metadata`). The same inputs always give byte-identical files.
+    """
+    if out_fp32 is None and out_int8 is None:
+        raise ExportError("nothing to convert: neither an FP32 nor an INT8 output path was given",
+                          "pass out_fp32 and/or out_int8")
+    if io_dtype not in IO_DTYPES:
+        raise ExportError(f"unknown INT8 input/output type '{io_dtype}'", f"choose one of {', '.join(IO_DTYPES)}")
+    if out_int8 is not None and representative is None:
+        raise ExportError("INT8 conversion needs representative (calibration) images",
+                          "pass calibration tensors from ghostnet_edge.calib, shaped (N, 3, H, W)")
+    if preprocessing is not None and not isinstance(preprocessing, dict):
+        raise ExportError("preprocessing must be a dict (mean, std, resize, ...)", "pass a JSON-serialisable dict")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from ghostnet_edge.export.tflite.translate import load_onnx, onnx_to_tf_function, static_input_shape
+
+    onnx_path = Path(onnx_path)
+    proto = load_onnx(onnx_path)
+    _, nchw = static_input_shape(proto)
+    rep_nhwc = _check_representative(representative, nchw) if out_int8 is not None else None
+    tf = require("tensorflow", "tensorflow", "the TFLite export")
+
+    t0 = time.perf_counter()
+    concrete, nhwc = onnx_to_tf_function(proto)
+    translate_s = time.perf_counter() - t0
+    labels = _check_labels(labels, _num_classes(concrete))
+
+    onnx_sha = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    prep = None if preprocessing is None else {**preprocessing, "layout": "NHWC", "input_shape": list(nhwc)}
+    from ghostnet_edge.utils.versions import package_versions
+
+    versions = package_versions(("ghostedge", "tensorflow"))
+    base_info = {"source_onnx_sha256": onnx_sha, "input_layout": "NHWC", "input_shape": list(nhwc),
+                 "converter": "ghostedge onnx->tf translator + tf.lite.TFLiteConverter", "versions": versions}
+
+    fp32_s = int8_s = None
+    fp32_bytes = int8_bytes = None
+    in_q = out_q = None
+    if out_fp32 is not None:
+        t0 = time.perf_counter()
+        model = _convert(tf, concrete, None, "float32", per_channel)
+        info = {**base_info, "precision": "fp32"}
+        model = md.embed_metadata(model, md.json_entries(labels, prep, info))
+        atomic_write_bytes(out_fp32, model)
+        fp32_s = time.perf_counter() - t0
+        fp32_bytes = len(model)
+    if out_int8 is not None:
+        t0 = time.perf_counter()
+        model = _convert(tf, concrete, rep_nhwc, io_dtype, per_channel)
+        rep_sha = hashlib.sha256(rep_nhwc.tobytes()).hexdigest()
+        info = {**base_info, "precision": "int8", "io_dtype": io_dtype, "per_channel": per_channel,
+                "num_representative": int(rep_nhwc.shape[0]), "representative_sha256": rep_sha}
+        model = md.embed_metadata(model, md.json_entries(labels, prep, info))
+        in_q, out_q = _io_quant(model)
+        atomic_write_bytes(out_int8, model)
+        int8_s = time.perf_counter() - t0
+        int8_bytes = len(model)
+    return TfliteResult(
+        fp32_path=Path(out_fp32) if out_fp32 is not None else None,
+        int8_path=Path(out_int8) if out_int8 is not None else None,
+        fp32_bytes=fp32_bytes, int8_bytes=int8_bytes, input_shape_nhwc=nhwc, io_dtype=io_dtype,
+        per_channel=per_channel, num_representative=0 if rep_nhwc is None else int(rep_nhwc.shape[0]),
+        input_quant=in_q, output_quant=out_q, translate_seconds=translate_s,
+        fp32_seconds=fp32_s, int8_seconds=int8_s,
+    )
