@@ -151,12 +151,13 @@ def _reference_outputs(reference: str, n: int, seed: int) -> tuple[Any, Any]:
 
 
 def measure_artifact(session: Any, artifact: Any, target_name: str, config: BenchConfig,
-                     inputs: Any = None, reference_out: Any = None, log: Log | None = None) -> BenchResult:
+                     inputs: Any = None, reference_out: Any = None, log: Log | None = None,
+                     progress: Callable[[int], None] | None = None) -> BenchResult:
     """Measure once, re-measure while noisy, keep the steadiest attempt."""
     attempts: list[BenchResult] = []
     records: list[dict[str, Any]] = []
     for attempt in range(config.remeasure + 1):
-        rec = session.measure(artifact, config, inputs=inputs if attempt == 0 else None)
+        rec = session.measure(artifact, config, inputs=inputs if attempt == 0 else None, on_progress=progress)
         res = result_from_record(artifact, target_name, rec)
         records.append(rec)
         attempts.append(res)
@@ -168,7 +169,7 @@ def measure_artifact(session: Any, artifact: Any, target_name: str, config: Benc
     best = stats.steadiest(timed) if attempts[-1].status == "ok" else len(attempts) - 1
     result = attempts[best]
     result.remeasured = len(attempts) - 1
-    result.attempt_cvs = [round(float(t["cv"]), 5) for t in timed if t is not None]
+    result.attempt_cvs = [round(float(t["cv"]), 5) for t in timed if t is not None and t.get("cv") is not None]
     result.noisy = stats.is_noisy(result.latency_ms, config.cv_threshold)
     if reference_out is not None and records[0].get("outputs") is not None:
         result.parity = parity_report(records[0]["outputs"], reference_out)
@@ -176,8 +177,10 @@ def measure_artifact(session: Any, artifact: Any, target_name: str, config: Benc
 
 
 def bench(artifacts: Sequence[str | Path], target: str = "host", config: BenchConfig | None = None,
-          log: Log | None = None) -> list[BenchResult]:
+          log: Log | None = None, progress: Callable[[int], None] | None = None) -> list[BenchResult]:
     """Latency of each artifact on ``target``; bad input raises before anything runs.
+
+    ``progress(runs_so_far)`` follows the timed loop as the device reports it (about every 0.5 s).
 
     A target that cannot be opened raises TargetError; a run that dies midway becomes a result with
     status "partial" (what was measured is kept) and the remaining artifacts are still measured.
@@ -197,9 +200,10 @@ def bench(artifacts: Sequence[str | Path], target: str = "host", config: BenchCo
         inputs, reference_out = _reference_outputs(config.reference, config.parity_samples, config.seed)
     results: list[BenchResult] = []
     with tgt.session(config) as session:
+        session.check(infos, config)
         for info in infos:
             t0 = time.perf_counter()
-            res = measure_artifact(session, info, tgt.name, config, inputs, reference_out, log)
+            res = measure_artifact(session, info, tgt.name, config, inputs, reference_out, log, progress)
             results.append(res)
             if log:
                 p50 = f"p50 {res.latency_ms['p50']:.3f} ms" if res.latency_ms else "no timing"

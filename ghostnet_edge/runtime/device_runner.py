@@ -65,12 +65,14 @@ ARM_PARTS = {
 class RunnerError(Exception):
     """A problem the user can act on; reported as JSON with an exit status."""
 
-    def __init__(self, message: str, hint: str = "", code: int = EXIT_MODEL, kind: str = "model") -> None:
+    def __init__(self, message: str, hint: str = "", code: int = EXIT_MODEL, kind: str = "model",
+                 package: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
         self.code = code
         self.kind = kind
+        self.package = package  # the pip package that is missing, for kind "numpy"/"interpreter"
 
 
 class Stopped(Exception):
@@ -145,7 +147,7 @@ def _np():
     except ImportError as exc:
         raise RunnerError(f"NumPy is not installed for {sys.executable}",
                           "install it on this machine: python3 -m pip install numpy",
-                          EXIT_MISSING, "numpy") from exc
+                          EXIT_MISSING, "numpy", "numpy") from exc
     return np
 
 
@@ -181,7 +183,7 @@ def pick_runtime(fmt: str, wanted: str) -> str:
             return name
     raise RunnerError(f"no TFLite interpreter is installed for {sys.executable}",
                       "install one: python3 -m pip install ai-edge-litert  (or tflite-runtime)",
-                      EXIT_MISSING, "interpreter")
+                      EXIT_MISSING, "interpreter", "ai-edge-litert")
 
 
 def layout_of(shape) -> str:
@@ -272,14 +274,16 @@ class TFLiteModel(Model):
                 from ai_edge_litert import interpreter as tfl
             except ImportError as exc:
                 raise RunnerError(f"ai-edge-litert is not installed for {sys.executable}",
-                                  "python3 -m pip install ai-edge-litert", EXIT_MISSING, "interpreter") from exc
+                                  "python3 -m pip install ai-edge-litert", EXIT_MISSING, "interpreter",
+                                  "ai-edge-litert") from exc
             self.version = module_version("ai_edge_litert") or "unknown"
         elif runtime == "tflite-runtime":
             try:
                 import tflite_runtime.interpreter as tfl
             except ImportError as exc:
                 raise RunnerError(f"tflite-runtime is not installed for {sys.executable}",
-                                  "python3 -m pip install tflite-runtime", EXIT_MISSING, "interpreter") from exc
+                                  "python3 -m pip install tflite-runtime", EXIT_MISSING, "interpreter",
+                                  "tflite-runtime") from exc
             self.version = module_version("tflite_runtime") or "unknown"
         else:
             raise RunnerError(f"unknown TFLite runtime {runtime!r}", "use litert or tflite-runtime")
@@ -334,7 +338,8 @@ class OnnxModel(Model):
             import onnxruntime as ort
         except ImportError as exc:
             raise RunnerError(f"onnxruntime is not installed for {sys.executable}",
-                              "python3 -m pip install onnxruntime", EXIT_MISSING, "interpreter") from exc
+                              "python3 -m pip install onnxruntime", EXIT_MISSING, "interpreter",
+                              "onnxruntime") from exc
         self.runtime, self.version = "onnxruntime", ort.__version__
         so = ort.SessionOptions()
         # The paper measures one thread; intra-op threads are what --threads means, inter-op stays 1

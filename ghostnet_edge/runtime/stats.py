@@ -60,13 +60,13 @@ def summarize(latencies_ms: Sequence[float]) -> dict[str, float | int] | None:
 
 def is_noisy(summary: dict[str, float | int] | None, threshold: float = DEFAULT_CV_THRESHOLD) -> bool:
     """A measurement whose coefficient of variation exceeds ``threshold`` (none at all is not noisy)."""
-    return summary is not None and float(summary["cv"]) > threshold
+    return summary is not None and summary.get("cv") is not None and float(summary["cv"]) > threshold
 
 
 def steadiest(summaries: Sequence[dict[str, float | int] | None]) -> int:
     """Index of the attempt with the lowest CV (the one least disturbed by other load)."""
     best, best_cv = 0, math.inf
     for i, s in enumerate(summaries):
-        if s is not None and float(s["cv"]) < best_cv:
+        if s is not None and s.get("cv") is not None and float(s["cv"]) < best_cv:
             best, best_cv = i, float(s["cv"])
     return best

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -29,6 +29,10 @@ ProgressFn = Callable[[int], None]
 
 class Session(ABC):
     """An open connection to a target; measure() may be called many times."""
+
+    def check(self, artifacts: Sequence[ArtifactInfo], config: BenchConfig) -> None:
+        """Refuse up front what this device cannot run (e.g. no interpreter); default: accept."""
+        return None
 
     @abstractmethod
     def measure(self, artifact: ArtifactInfo, config: BenchConfig, inputs: Any = None,

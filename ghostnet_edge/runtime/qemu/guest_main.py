@@ -1,0 +1,38 @@
+"""Guest-side entry of the qemu-aarch64 target: ``device_runner.py`` with its progress lines off.
+
+Runs inside the emulated aarch64 Python (stdlib only; nothing from ghostnet_edge is importable there):
+
+    python3.11 guest_main.py RUNNER_DIR [device_runner flags...]
+
+Why not run ``device_runner.py`` directly: its progress lines are flushed every 0.5 s of *wall* time
+from inside the timed loop, i.e. between the two markers the instruction-count plugin watches. Under
+emulation that wall clock is QEMU's speed, so how many flushes land in the marked region (and the
+guest instructions they cost) would change from run to run. With progress off, the marked region runs
+the same guest code every time and the count repeats. Everything else (flags, loading, the timed loop,
+the JSON result, exit codes) is the runner's own code, unchanged.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print("usage: guest_main.py RUNNER_DIR [device_runner flags...]", file=sys.stderr)
+        return 2
+    sys.path.insert(0, argv[0])
+    import device_runner as dr
+
+    class QuietProgress(dr.Progress):
+        """A Progress that never writes (the runner builds one on stderr in main())."""
+
+        def __init__(self, stream=None, every_s: float = dr.PROGRESS_EVERY_S) -> None:
+            super().__init__(None, every_s)
+
+    dr.Progress = QuietProgress
+    return dr.main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
