@@ -65,3 +65,16 @@ def test_cli_module_imports_nothing_heavy():
     code = "import sys, ghostnet_edge.cli.models; print(sorted({'torch', 'numpy', 'rich'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]"
+
+
+def test_info_bare_state_dict_with_model_option(tmp_path, capsys):
+    import torch
+
+    torch.save(create_model("resnet56_cifar").state_dict(), tmp_path / "bare.pth")
+    torch.save({"stem.weight": torch.zeros(4, 3, 3, 3)}, tmp_path / "odd.pth")
+    assert main(["info", str(tmp_path / "odd.pth")]) == 2
+    assert "--model" in capsys.readouterr().err
+    assert main(["info", str(tmp_path / "bare.pth"), "--model", "ghostnet_cifar_050"]) == 2
+    assert "this checkpoint is resnet56_cifar" in capsys.readouterr().err
+    assert main(["info", str(tmp_path / "bare.pth"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["params"] == 853_018

@@ -119,3 +119,12 @@ def test_resnet_shortcut_b_is_all_convs():
     b = resnet56_cifar(shortcut="B")
     assert count_params(b) - count_params(resnet56_cifar()) == (16 * 32 + 2 * 32) + (32 * 64 + 2 * 64)
     assert b.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_option_a_shortcut_is_subsample_and_zero_pad():
+    from ghostnet_edge.models.ghost_plugin import PadShortcut
+
+    x = torch.randn(2, 16, 9, 9)
+    expected = torch.nn.functional.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 8, 8))
+    torch.testing.assert_close(PadShortcut(16, 32)(x), expected, rtol=0, atol=0)
+    assert "layer2.0.shortcut.weight" not in resnet56_cifar().state_dict()

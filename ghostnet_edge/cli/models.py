@@ -7,7 +7,6 @@ command bodies so `ghostedge --help` stays fast.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import typer
 
@@ -19,32 +18,6 @@ def _human(n: float) -> str:
     return str(int(n))
 
 
-def model_info(model: str, input_size: int | None = None, num_classes: int | None = None) -> dict[str, Any]:
-    """Parameters and MACs of a model name or checkpoint, in total and per stage, as a JSON-ready dict."""
-    import torch
-
-    from ghostnet_edge.models.checkpoint import load_model
-    from ghostnet_edge.models.profile import profile_macs
-    from ghostnet_edge.models.registry import check_input_size
-
-    torch.set_num_threads(1)  # one dummy forward pass; threads only add start-up time
-    net, spec, meta = load_model(model, num_classes=num_classes)
-    side = input_size if input_size is not None else spec.input_size[1]
-    h, w = check_input_size(spec, (side, side)) if input_size is not None else spec.input_size[1:]
-    report = profile_macs(net, (spec.input_size[0], h, w))
-    out: dict[str, Any] = {
-        "model": spec.name, "arch": spec.arch, "width": spec.width, "num_classes": spec.num_classes,
-        "input_size": list(report.input_size), "params": report.total_params, "macs": report.total_macs,
-        "stages": [{"name": s.name, "output_shape": list(s.output_shape), "params": s.params, "macs": s.macs}
-                   for s in report.stages],
-        "spec": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(spec).items()},
-    }
-    if meta:
-        out["checkpoint"] = {k: meta.get(k) for k in ("seed", "epochs_done", "epochs_total", "accuracy")
-                             if meta.get(k) is not None}
-    return out
-
-
 def register(app: typer.Typer) -> None:
     """Add `info` and `models` to the main app."""
 
@@ -53,10 +26,13 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Argument(..., help="Registered model name (ghostnet_100) or a checkpoint file."),
         input_size: int | None = typer.Option(None, "--input-size", help="Square input side; default: the model's."),
         num_classes: int | None = typer.Option(None, "--num-classes", help="Classifier outputs; default: the model's."),
+        arch: str | None = typer.Option(None, "--model", help="Model name for a checkpoint without ghostedge meta."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     ) -> None:
         """Parameters and multiply-accumulates (MACs) of a network, in total and per stage."""
-        data = model_info(model, input_size, num_classes)
+        from ghostnet_edge.models.profile import describe_model
+
+        data = describe_model(model, input_size, num_classes, arch)
         if as_json:
             typer.echo(json.dumps(data, indent=2))
             return

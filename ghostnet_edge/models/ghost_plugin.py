@@ -131,15 +131,25 @@ class VGGCifar(nn.Module):
 
 
 class PadShortcut(nn.Module):
-    """He et al.'s option-A shortcut: subsample by 2 and zero-pad the new channels (no parameters)."""
+    """He et al.'s option-A shortcut: subsample by 2 and zero-pad the new channels (no parameters).
 
-    def __init__(self, extra_channels: int) -> None:
+    Computed as a stride-2 1x1 convolution with a fixed 0/1 weight that copies input channel i to
+    output channel ``pad + i``: numerically the same as ``F.pad(x[:, :, ::2, ::2], ...)``, but it exports
+    as one Conv with a constant weight instead of a Slice/Pad/ConstantOfShape sub-graph that ONNX->TF
+    translators and int8 quantizers handle badly. The weight is a non-persistent buffer (not in the
+    state_dict, not a parameter) and, like the paper, the MAC counts leave it out.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 2) -> None:
         super().__init__()
-        self.extra = extra_channels
+        weight = torch.zeros(out_chs, in_chs, 1, 1)
+        front = (out_chs - in_chs) // 2
+        weight[torch.arange(in_chs) + front, torch.arange(in_chs)] = 1.0
+        self.register_buffer("weight", weight, persistent=False)
+        self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x[:, :, ::2, ::2]
-        return F.pad(x, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
+        return F.conv2d(x, self.weight, stride=self.stride)
 
 
 class BasicBlock(nn.Module):
@@ -155,7 +165,7 @@ class BasicBlock(nn.Module):
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_chs != out_chs:
             if shortcut == "A":
-                self.shortcut = PadShortcut(out_chs - in_chs)
+                self.shortcut = PadShortcut(in_chs, out_chs, stride)
             else:
                 self.shortcut = nn.Sequential(nn.Conv2d(in_chs, out_chs, 1, stride, bias=False),
                                               nn.BatchNorm2d(out_chs))

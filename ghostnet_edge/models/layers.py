@@ -32,10 +32,11 @@ def make_divisible(v: float, divisor: int = 4, min_value: int | None = None) -> 
 def hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
     """relu6(x + 3) / 6, written as Add -> Clip(0, 6) -> Mul(1/6).
 
-    Those three ops exist in every runtime: ONNX (Add/Clip/Mul), TFLite (ADD/RELU6/MUL) and their int8
-    kernels, so an ONNX->TF translator needs no special case and int8 quantization sees plain ops with
-    well-defined ranges. (``F.hardsigmoid`` exports as ONNX HardSigmoid, which some TFLite routes lower
-    to a float-only sequence.) Never in-place: the input is the SE branch that autograd still needs.
+    ``torch.onnx.export`` turns this into ONNX Add/Clip/Mul (checked: the exported GhostNet contains no
+    other activation op), which map 1:1 onto TFLite ADD/RELU6/MUL and their int8 kernels, so neither
+    the ONNX->TF translator nor the quantizer needs a special case. ``F.hardsigmoid`` would export as the
+    ONNX HardSigmoid op, one more op for every converter to support. Never in-place: autograd still
+    needs the SE branch's input.
     """
     return F.relu6(x + 3.0) * (1.0 / 6.0)
 

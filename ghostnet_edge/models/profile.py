@@ -136,3 +136,30 @@ def profile_macs(model: nn.Module, input_size: tuple[int, int, int] | tuple[int,
     stages = [StageMacs(s, macs[s], params.get(s, 0), shapes.get(s, ())) for s in order]
     return MacsReport(input_size=input_size, total_macs=sum(macs.values()), total_params=count_params(model),
                       stages=stages)
+
+
+def describe_model(model: str, input_size: int | None = None, num_classes: int | None = None,
+                   arch: str | None = None) -> dict:
+    """Parameters and MACs of a model name or checkpoint file, total and per stage, as a JSON-ready dict.
+
+    ``input_size`` (a square side) is checked with ``check_input_size``; by default the spec's size is used.
+    ``arch`` names the network of a checkpoint that has no ghostedge meta. This is what ``ghostedge info``
+    prints.
+    """
+    from ghostnet_edge.models.checkpoint import load_model
+    from ghostnet_edge.models.registry import check_input_size
+
+    net, spec, meta = load_model(model, num_classes=num_classes, arch=arch)
+    h, w = check_input_size(spec, (input_size, input_size)) if input_size is not None else spec.input_size[1:]
+    report = profile_macs(net, (spec.input_size[0], h, w))
+    out = {
+        "model": spec.name, "arch": spec.arch, "width": spec.width, "num_classes": spec.num_classes,
+        "input_size": list(report.input_size), "params": report.total_params, "macs": report.total_macs,
+        "stages": [{"name": s.name, "output_shape": list(s.output_shape), "params": s.params, "macs": s.macs}
+                   for s in report.stages],
+        "spec": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(spec).items()},
+    }
+    if meta:
+        out["checkpoint"] = {k: meta.get(k) for k in ("seed", "epochs_done", "epochs_total", "accuracy")
+                             if meta.get(k) is not None}
+    return out
