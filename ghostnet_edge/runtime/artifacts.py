@@ -58,10 +58,11 @@ def sniff_format(path: Path) -> str:
         return "tflite"
     if suffix == ".onnx" and head[:1] == b"\x08":
         return "onnx"
-    if suffix in (".pt", ".pth") and (head[:2] == b"PK" or head[:1] == b"\x80"):
-        return "torch"  # torch.save zip archive or legacy pickle
-    if suffix == ".safetensors" and len(head) > 9 and head[8:9] == b"{":
-        return "torch"
+    if suffix in TORCH_SUFFIXES:
+        from ghostnet_edge.models.checkpoint import sniff_format as sniff_checkpoint
+
+        if sniff_checkpoint(head[:16]) != "unknown":
+            return "torch"
     kind = {".tflite": "a TFLite flatbuffer", ".onnx": "an ONNX model"}.get(suffix, "a model file")
     raise GhostEdgeError(f"{path} is not {kind} (its first bytes do not match)" if suffix in MODEL_SUFFIXES
                          else f"{path} is not a model file ({suffix or 'no suffix'})",

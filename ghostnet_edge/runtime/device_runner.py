@@ -122,6 +122,29 @@ def module_version(name: str):
     return str(getattr(mod, "__version__", "unknown"))
 
 
+def installed_version(module: str, dist: str):
+    """Version of an installed distribution whose top-level module is findable, without importing it.
+
+    A probe must be quick on a Raspberry Pi: importing onnxruntime or LiteRT there takes seconds, and
+    a broken install still fails later with the runtime's own message.
+    """
+    import importlib.util
+
+    try:
+        if importlib.util.find_spec(module) is None:
+            return None
+    except (ImportError, ValueError):
+        return None
+    try:
+        from importlib import metadata
+    except ImportError:  # pragma: no cover - Python < 3.8
+        return "unknown"
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def probe() -> dict:
     """What this machine offers: used by the ssh target before copying a model."""
     return {
@@ -129,11 +152,11 @@ def probe() -> dict:
         "machine": platform.machine(),
         "cpu": cpu_name(),
         "cores": os.cpu_count(),
-        "numpy": module_version("numpy"),
+        "numpy": installed_version("numpy", "numpy"),
         "runtimes": {
-            "litert": module_version("ai_edge_litert.interpreter") and module_version("ai_edge_litert"),
-            "tflite-runtime": module_version("tflite_runtime.interpreter") and module_version("tflite_runtime"),
-            "onnxruntime": module_version("onnxruntime"),
+            "litert": installed_version("ai_edge_litert", "ai-edge-litert"),
+            "tflite-runtime": installed_version("tflite_runtime", "tflite-runtime"),
+            "onnxruntime": installed_version("onnxruntime", "onnxruntime"),
         },
     }
 

@@ -21,11 +21,12 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -58,6 +59,7 @@ class SshSpec:
     key: str | None = None
     known_hosts: str | None = None
     connect_timeout: int = 10
+    control_path: str | None = None   # set during a session: commands share one master connection
 
     @property
     def display(self) -> str:
@@ -111,6 +113,9 @@ def ssh_options(spec: SshSpec) -> list[str]:
         opts += ["-i", spec.key, "-o", "IdentitiesOnly=yes"]
     if spec.known_hosts:
         opts += ["-o", f"UserKnownHostsFile={spec.known_hosts}"]
+    if spec.control_path:
+        # Reuse the session's master connection; if it has died, ssh falls back to a new connection.
+        opts += ["-o", f"ControlPath={spec.control_path}", "-o", "ControlMaster=no"]
     return opts
 
 
@@ -336,15 +341,53 @@ class SshTarget(Target):
                               "the board needs a POSIX shell with mktemp and a writable /tmp")
         return path
 
+    def start_master(self, control_path: str, log_path: str) -> None:
+        """One authenticated connection (``ssh -M -N -f``) that every later command multiplexes over.
+
+        A handshake costs about a second of CPU on a small board; a session makes a dozen calls. Its
+        stderr goes to a file, not a pipe: the backgrounded master would hold a pipe open.
+        """
+        argv = ["ssh", *ssh_options(self.spec), "-p", str(self.spec.port), "-l", self.spec.user, "-M", "-N", "-f",
+                "-o", f"ControlPath={control_path}", "-o", "ControlPersist=no", "--", self.spec.host]
+        try:
+            with open(log_path, "w") as log:
+                done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                                      timeout=COMMAND_TIMEOUT_S)
+        except subprocess.TimeoutExpired as exc:
+            raise TargetError(f"{self.spec.display} did not answer within {COMMAND_TIMEOUT_S:.0f} s",
+                              "check the network and that sshd is running") from exc
+        except FileNotFoundError as exc:
+            raise TargetError("the OpenSSH client (ssh) is not installed",
+                              "install it: apt-get install openssh-client") from exc
+        if done.returncode != 0:
+            raise classify_ssh_failure(self.spec, Path(log_path).read_text(errors="replace"))
+
+    def stop_master(self, control_path: str) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+            subprocess.run(["ssh", "-o", f"ControlPath={control_path}", "-O", "exit", "-p", str(self.spec.port),
+                            "-l", self.spec.user, "--", self.spec.host], stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=30)
+
     @contextlib.contextmanager
     def session(self, config: BenchConfig) -> Iterator[Session]:
-        remote_dir = self.make_remote_dir()
-        sess = SshSession(self, remote_dir)
+        base = self.spec
+        # Short local folder: a Unix socket path must stay under ~100 bytes.
+        local = tempfile.mkdtemp(prefix="ge-ssh-", dir="/tmp" if os.path.isdir("/tmp") else None)
+        control = os.path.join(local, "cm")
         try:
-            sess.install_runner()
-            sess.probe()
-            yield sess
+            self.start_master(control, os.path.join(local, "master.log"))
+            self.spec = replace(base, control_path=control)
+            remote_dir = self.make_remote_dir()
+            sess = SshSession(self, remote_dir)
+            try:
+                sess.install_runner()
+                sess.probe()
+                yield sess
+            finally:
+                why = sess.cleanup()
+                if why:
+                    print(f"warning: could not remove {remote_dir} on {base.display}: {why}", file=sys.stderr)
         finally:
-            why = sess.cleanup()
-            if why:
-                print(f"warning: could not remove {remote_dir} on {self.spec.display}: {why}", file=sys.stderr)
+            self.stop_master(control)
+            self.spec = base
+            shutil.rmtree(local, ignore_errors=True)
