@@ -1,0 +1,99 @@
+"""``ghostedge export``: a thin layer over :func:`ghostnet_edge.export.pipeline.export_artifacts`.
+
+Only typer and the standard library at module level; the pipeline (torch, onnx, TensorFlow) is
+imported inside the command so ``ghostedge --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "–" if v is None else format(v, spec)
+
+
+def print_summary(report: object) -> None:
+    """The table the issue asks for: artifact, size, max |diff| to PyTorch, top-1 agreement, path."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal and console.width < 140:
+        console = Console(width=140)  # piped output: do not squeeze the paths into 80 columns
+    for w in report.warnings:  # type: ignore[attr-defined]
+        console.print(f"[yellow]warning:[/yellow] {w}")
+    table = Table(title=f"exported to {report.out_dir}")  # type: ignore[attr-defined]
+    for col, justify in (("artifact", "left"), ("size", "right"), ("max |diff| to PyTorch", "right"),
+                         ("top-1 agreement", "right"), ("acc. delta", "right"), ("written to", "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for a in report.artifacts:  # type: ignore[attr-defined]
+        r = a.row()
+        table.add_row(r["artifact"], _size(r["bytes"]), _fmt(r["max_abs_diff"], ".2e"),
+                      _fmt(r["top1_agreement"], ".3f"), _fmt(r["accuracy_delta"], "+.3f"), r["path"])
+    console.print(table)
+    stages = "  ".join(f"{k} {v:.1f}s" for k, v in report.timings.items() if "." not in k)  # type: ignore[attr-defined]
+    console.print(f"total {report.total_seconds:.1f} s: {stages}")  # type: ignore[attr-defined]
+    extra = [f for f in report.files if not f.startswith("model")]  # type: ignore[attr-defined]
+    console.print(f"also written: {', '.join(extra)}")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("export")
+    def export(
+        checkpoint: Path = typer.Argument(None, help="trained checkpoint (.pt/.pth/.safetensors); leave out "
+                                                     "and give --model for random weights"),
+        model: str = typer.Option(None, "--model", "-m",
+                                  help="model name (random weights, accuracy means nothing), or the "
+                                       "architecture of a bare state_dict"),
+        calib: Path = typer.Option(None, "--calib", help="folder of real images: calibration, and held-out "
+                                                         "verification images unless --verify-data"),
+        out: Path = typer.Option(Path("ghostedge-out"), "--out", "-o", help="output folder"),
+        formats: str = typer.Option("onnx,tflite", "--formats", help="comma-separated: onnx, tflite"),
+        int8: bool = typer.Option(True, "--int8/--no-int8", help="also write INT8 models (needs --calib)"),
+        input_size: str = typer.Option(None, "--input-size", help="e.g. 224 or 160x224 (default: the model's)"),
+        num_calib: int = typer.Option(256, "--num-calib", help="calibration images to draw"),
+        num_verify: int = typer.Option(32, "--num-verify", help="held-out images every artifact is checked on"),
+        calib_method: str = typer.Option("minmax", "--calib-method", help="minmax, entropy or percentile"),
+        per_tensor: bool = typer.Option(False, "--per-tensor", help="per-tensor INT8 weights (default per-channel)"),
+        io_dtype: str = typer.Option("int8", "--io-dtype", help="INT8 TFLite input/output: int8, uint8, float32"),
+        act_type: str = typer.Option("auto", "--act-type",
+                                     help="INT8 ONNX activations: auto (uint8 on x86, int8 on ARM), int8, uint8"),
+        max_drop: float = typer.Option(None, "--max-drop", help="with --val-data: NNCF accuracy-aware INT8 "
+                                                                "with at most this top-1 drop (e.g. 0.01)"),
+        val_data: Path = typer.Option(None, "--val-data", help="labelled images (class sub-folders) for "
+                                                               "--max-drop and accuracy deltas"),
+        verify_data: Path = typer.Option(None, "--verify-data", help="separate folder of verification images"),
+        seed: int = typer.Option(0, "--seed", help="seed of the image draws (and of random weights)"),
+        force: bool = typer.Option(False, "--force", help="replace an existing output folder"),
+        tolerance: float = typer.Option(1e-4, "--tolerance", help="FP32: max |logit difference| to PyTorch"),
+        min_agreement: float = typer.Option(0.8, "--min-agreement", help="INT8: min top-1 agreement with PyTorch"),
+        threads: int = typer.Option(None, "--threads", help="CPU threads (default: all cores)"),
+        no_cache: bool = typer.Option(False, "--no-cache", help="decode images again instead of using the cache"),
+    ) -> None:
+        """Export a checkpoint to verified ONNX and TFLite, FP32 and INT8, with labels and a manifest."""
+        from ghostnet_edge.export.pipeline import (
+            ExportConfig,
+            export_artifacts,
+            parse_formats,
+            suppress_noise,
+        )
+
+        suppress_noise()
+        if checkpoint is None and model:
+            typer.echo(f"warning: no checkpoint: exporting {model} with random weights; its accuracy and "
+                       "INT8 agreement mean nothing", err=True)
+        cfg = ExportConfig(
+            checkpoint=checkpoint, model=model, calib=calib, out=out, formats=parse_formats(formats), int8=int8,
+            input_size=input_size, num_calib=num_calib, num_verify=num_verify, calib_method=calib_method.lower(),
+            per_channel=not per_tensor, io_dtype=io_dtype.lower(), act_type=act_type.lower(), max_drop=max_drop,
+            val_data=val_data, verify_data=verify_data, seed=seed, force=force, tolerance=tolerance,
+            min_agreement=min_agreement, threads=threads, use_cache=not no_cache)
+        report = export_artifacts(cfg)
+        print_summary(report)

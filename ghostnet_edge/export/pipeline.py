@@ -1,0 +1,544 @@
+"""``ghostedge export``: checkpoint -> verified ONNX/TFLite, FP32/INT8, labels and manifest in one folder.
+
+Order of work, and why:
+
+1. Check everything cheap first (options, output folder, installed converters, checkpoint, input
+   size, image folders) so a mistake fails in seconds, before any conversion.
+2. Draw a held-out verification set, then a disjoint calibration set from the remaining images.
+3. FP32 ONNX -> verify -> INT8 ONNX (onnxruntime QDQ, or NNCF with accuracy control) -> verify ->
+   TFLite FP32/INT8 from that same verified ONNX -> verify. Each check runs on the held-out images.
+4. labels.txt, quant_report.json/.md and finally manifest.json (hashes of all the others).
+
+Everything is written into a staging folder next to ``--out`` and swapped in only when every artifact
+passed (:func:`~ghostnet_edge.utils.atomic.atomic_dir`): a failed check or a crash leaves no folder, and
+``--force`` never leaves a mix of old and new files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+import warnings as warnings_mod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ghostnet_edge.errors import DataError, ExportError, GhostEdgeError, ModelError, require
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("onnx", "tflite")
+DEFAULT_NUM_CALIB = 256
+DEFAULT_NUM_VERIFY = 32
+DEFAULT_REPORT_IMAGES = 8
+CLASS_INDEX_FILE = "imagenet_class_index.json"
+
+
+@dataclass
+class ExportConfig:
+    """Every option of ``ghostedge export`` (the CLI maps its flags one to one onto these fields)."""
+
+    checkpoint: Path | None = None        # trained weights; None with ``model`` = random init
+    model: str | None = None              # a model name (random weights) or the architecture of a bare state_dict
+    calib: Path | None = None             # folder of calibration images (also the verification pool)
+    out: Path = Path("ghostedge-out")
+    formats: tuple[str, ...] = FORMATS
+    int8: bool = True
+    input_size: int | tuple[int, int] | None = None
+    num_calib: int = DEFAULT_NUM_CALIB
+    num_verify: int = DEFAULT_NUM_VERIFY
+    calib_method: str = "minmax"
+    per_channel: bool = True
+    io_dtype: str = "int8"                # TFLite INT8 model's input/output type
+    act_type: str = "auto"                # ONNX INT8 activations: auto | int8 | uint8
+    max_drop: float | None = None         # with val_data: NNCF accuracy control
+    val_data: Path | None = None          # labelled images for NNCF and accuracy deltas
+    verify_data: Path | None = None       # held-out images; default: drawn from ``calib``
+    seed: int = 0
+    force: bool = False
+    tolerance: float = 1e-4               # FP32 max |logit difference| to PyTorch
+    min_agreement: float = 0.8            # INT8 top-1 agreement with PyTorch
+    report_images: int = DEFAULT_REPORT_IMAGES
+    opset: int = 17
+    use_cache: bool = True
+    threads: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+@dataclass
+class ArtifactReport:
+    name: str                 # file name in the export folder
+    format: str               # onnx | tflite
+    precision: str            # fp32 | int8
+    path: Path
+    bytes: int
+    check: dict[str, Any]
+
+    def row(self) -> dict[str, Any]:
+        c = self.check
+        return {"artifact": self.name, "bytes": self.bytes, "max_abs_diff": c.get("max_abs_diff"),
+                "top1_agreement": c.get("top1_agreement"), "accuracy_delta": c.get("accuracy_delta"),
+                "path": str(self.path)}
+
+
+@dataclass
+class ExportReport:
+    out_dir: Path
+    artifacts: list[ArtifactReport]
+    timings: dict[str, float]
+    warnings: list[str]
+    manifest: dict[str, Any]
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def total_seconds(self) -> float:
+        """Sum of the stages (``a.b`` entries are parts of stage ``a`` and not added again)."""
+        return float(sum(v for k, v in self.timings.items() if "." not in k))
+
+
+# --------------------------------------------------------------------------------------------------
+# Small pure helpers (tests call these directly)
+# --------------------------------------------------------------------------------------------------
+
+
+def parse_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
+    """``"onnx,tflite"`` -> ("onnx", "tflite"), in canonical order; unknown names are an error."""
+    items = [f.strip().lower() for f in (formats.split(",") if isinstance(formats, str) else formats)]
+    items = [f for f in items if f]
+    unknown = sorted(set(items) - set(FORMATS))
+    if unknown or not items:
+        raise GhostEdgeError(f"unknown export format(s): {', '.join(unknown) or '(none given)'}",
+                             f"choose from: {', '.join(FORMATS)} (comma-separated)")
+    return tuple(f for f in FORMATS if f in items)
+
+
+def parse_input_size(value: int | str | Sequence[int] | None) -> tuple[int, int] | None:
+    """``224``, ``"224"``, ``"160x224"`` or (160, 224) -> (H, W)."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, int):
+            return int(value), int(value)
+        if isinstance(value, str):
+            parts = value.lower().replace(",", "x").split("x")
+            nums = [int(p) for p in parts]
+        else:
+            nums = [int(v) for v in value]
+    except (TypeError, ValueError):
+        raise ModelError(f"cannot read input size {value!r}", "use e.g. --input-size 224 or 160x224") from None
+    if len(nums) == 1:
+        return nums[0], nums[0]
+    if len(nums) == 2:
+        return nums[0], nums[1]
+    if len(nums) == 3:
+        return nums[1], nums[2]
+    raise ModelError(f"cannot read input size {value!r}", "use e.g. --input-size 224 or 160x224")
+
+
+def validate_config(cfg: ExportConfig) -> ExportConfig:
+    """Reject option combinations that cannot work, before anything is loaded."""
+    from ghostnet_edge.export.onnx.quantize import ACT_TYPES, CALIB_METHODS
+    from ghostnet_edge.export.tflite.convert import IO_DTYPES
+
+    cfg = dataclasses.replace(cfg, formats=parse_formats(cfg.formats))
+    if cfg.checkpoint is None and not cfg.model:
+        raise GhostEdgeError("nothing to export: give a CHECKPOINT or --model NAME",
+                             "e.g. ghostedge export runs/x/best.pt --calib images/ --out export/, or "
+                             "--model ghostnet_100 for random weights")
+    if cfg.calib_method not in CALIB_METHODS:
+        raise GhostEdgeError(f"unknown calibration method {cfg.calib_method!r}",
+                             f"choose one of: {', '.join(CALIB_METHODS)}")
+    if cfg.act_type not in ACT_TYPES:
+        raise GhostEdgeError(f"unknown activation type {cfg.act_type!r}", f"choose one of: {', '.join(ACT_TYPES)}")
+    if cfg.io_dtype not in IO_DTYPES:
+        raise GhostEdgeError(f"unknown INT8 input/output type {cfg.io_dtype!r}",
+                             f"choose one of: {', '.join(IO_DTYPES)}")
+    if cfg.int8 and cfg.calib is None:
+        raise GhostEdgeError("INT8 export needs calibration images", "pass --calib DIR (a folder of real images), "
+                             "or --no-int8 for FP32 only")
+    if cfg.calib is None and cfg.verify_data is None:
+        raise GhostEdgeError("every artifact is checked against PyTorch on real images, and none were given",
+                             "pass --calib DIR (verification images are held out from it) or --verify-data DIR")
+    if cfg.num_calib < 1:
+        raise GhostEdgeError(f"--num-calib must be at least 1 (got {cfg.num_calib})", "256 is a good default")
+    if cfg.num_verify < 1:
+        raise GhostEdgeError(f"--num-verify must be at least 1 (got {cfg.num_verify})", "32 is the default")
+    if not cfg.tolerance > 0:
+        raise GhostEdgeError(f"--tolerance must be > 0 (got {cfg.tolerance})", "the default is 1e-4")
+    if not 0.0 <= cfg.min_agreement <= 1.0:
+        raise GhostEdgeError(f"--min-agreement must be in [0, 1] (got {cfg.min_agreement})", "the default is 0.8")
+    if cfg.max_drop is not None:
+        if not cfg.int8:
+            raise GhostEdgeError("--max-drop applies to INT8 quantization", "drop --no-int8 or --max-drop")
+        if cfg.val_data is None:
+            raise GhostEdgeError("--max-drop needs labelled validation images to measure the drop",
+                                 "pass --val-data DIR with one sub-folder per class (named like the model's classes)")
+        if not 0.0 <= cfg.max_drop < 1.0:
+            raise GhostEdgeError(f"--max-drop must be in [0, 1) (got {cfg.max_drop})", "e.g. 0.01 for one point")
+    return cfg
+
+
+def check_dependencies(cfg: ExportConfig) -> dict[str, str]:
+    """Import every converter/runtime this export will need now, so a missing one fails in seconds."""
+    need = [("torch", "torch", "loading the model"), ("onnx", "onnx", "the ONNX export"),
+            ("onnxsim", "onnxsim", "simplifying the ONNX graph"),
+            ("onnxruntime", "onnxruntime", "checking ONNX models and INT8 quantization")]
+    if "tflite" in cfg.formats:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow's first import
+        need.append(("tensorflow", "tensorflow", "the TFLite export"))
+    if cfg.max_drop is not None:
+        need.append(("nncf", "nncf", "accuracy-aware INT8 quantization (--max-drop)"))
+    for module, package, purpose in need:
+        require(module, package, purpose)
+    if "tflite" in cfg.formats:
+        from ghostnet_edge.export.tflite.verify import _interpreter_class
+
+        _interpreter_class("auto")  # raises MissingDependencyError naming ai-edge-litert
+    return {m: p for m, p, _ in need}
+
+
+def find_class_index(*folders: Path | None) -> Path | None:
+    """``imagenet_class_index.json`` in or above one of ``folders`` (the ImageNet samples ship one)."""
+    for folder in folders:
+        if folder is None:
+            continue
+        folder = Path(folder)
+        for candidate in (folder, folder.parent, folder.parent.parent):
+            if (candidate / CLASS_INDEX_FILE).is_file():
+                return candidate / CLASS_INDEX_FILE
+    return None
+
+
+def resolve_labels(meta: dict[str, Any], num_classes: int, class_index: Path | None,
+                   ) -> tuple[list[str], list[str] | None, str]:
+    """Class names for labels.txt, ImageNet wnids when known, and where the names came from."""
+    names = meta.get("class_names")
+    if names and len(names) == num_classes:
+        return [str(n) for n in names], None, "checkpoint"
+    if num_classes == 1000 and class_index is not None:
+        from ghostnet_edge.data.datasets import read_class_index
+
+        wnids, human = read_class_index(class_index)
+        if len(wnids) == 1000:
+            return human, wnids, f"{class_index.name}"
+    return [f"class_{i}" for i in range(num_classes)], None, "none (class_<index> placeholders)"
+
+
+def label_indices(labels: Sequence[str | None], class_names: Sequence[str],
+                  wnids: Sequence[str] | None = None) -> np.ndarray | None:
+    """Class index of each image (from its folder name or wnid prefix), or None unless all are known."""
+    index = {n: i for i, n in enumerate(class_names)}
+    if wnids:
+        index.update({w: i for i, w in enumerate(wnids)})
+    out = []
+    for lab in labels:
+        if lab is None or lab not in index:
+            return None
+        out.append(index[lab])
+    return np.asarray(out, dtype=np.int64) if out else None
+
+
+# --------------------------------------------------------------------------------------------------
+# The pipeline
+# --------------------------------------------------------------------------------------------------
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
+
+
+def _load(cfg: ExportConfig, warnings: list[str]) -> tuple[Any, Any, dict[str, Any], bool]:
+    import torch
+
+    from ghostnet_edge.models import load_model
+
+    if cfg.checkpoint is not None:
+        model, spec, meta = load_model(cfg.checkpoint, arch=cfg.model)
+        return model, spec, meta, True
+    # Named model, random weights: seeded so the same command gives the same files.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(cfg.seed))
+        model, spec, meta = load_model(cfg.model)
+    warnings.append(f"{spec.name} has random weights (no checkpoint given): the export pipeline is exercised, "
+                    "but its accuracy and INT8 agreement mean nothing")
+    return model, spec, meta, False
+
+
+def _with_input_size(spec: Any, size: tuple[int, int] | None) -> Any:
+    from ghostnet_edge.models import check_input_size, get_spec
+
+    if size is None:
+        check_input_size(spec, spec.input_size[1:])
+        return spec
+    check_input_size(spec, size)
+    if tuple(size) == tuple(spec.input_size[1:]):
+        return spec
+    return get_spec(spec.name, num_classes=spec.num_classes, input_size=(spec.input_size[0], *size),
+                    mean=spec.mean, std=spec.std, interpolation=spec.interpolation)
+
+
+def export_artifacts(config: ExportConfig) -> ExportReport:
+    """Run the whole export (see the module docstring); raise :class:`GhostEdgeError` on any problem."""
+    timer = _Timer()
+    warnings: list[str] = []
+    with timer.stage("checks"):
+        cfg = validate_config(config)
+        out = Path(cfg.out)
+        if out.exists() and not out.is_dir():
+            raise GhostEdgeError(f"{out} exists and is not a folder", "choose another --out")
+        if out.exists() and any(out.iterdir()) and not cfg.force:
+            raise GhostEdgeError(f"output folder {out} already exists and is not empty",
+                                 "pass --force to replace it, or choose another --out")
+        check_dependencies(cfg)
+    from ghostnet_edge.utils.atomic import atomic_dir
+
+    with atomic_dir(out, force=cfg.force) as staging:
+        report = _run(cfg, staging, out, timer, warnings)
+    report.out_dir = out
+    for a in report.artifacts:
+        a.path = out / a.name
+    return report
+
+
+def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: list[str]) -> ExportReport:
+    import torch
+
+    from ghostnet_edge.calib import calibration_tensors, split_calibration_verification
+    from ghostnet_edge.calib.sampler import list_images, make_image_set
+    from ghostnet_edge.data import Preprocess
+    from ghostnet_edge.export import manifest as mf
+    from ghostnet_edge.export import report as rp
+    from ghostnet_edge.export.onnx import verify as ov
+    from ghostnet_edge.utils.atomic import atomic_write_json, atomic_write_text
+    from ghostnet_edge.utils.versions import package_versions
+
+    work = staging / ".work"
+    work.mkdir()
+    threads = cfg.threads or ov.default_threads()
+
+    with timer.stage("load_model"):
+        model, spec, meta, trained = _load(cfg, warnings)
+        spec = _with_input_size(spec, parse_input_size(cfg.input_size))
+        model.eval()
+    input_size = tuple(spec.input_size)
+    pre = Preprocess.from_spec(spec)
+    prep_desc = pre.describe()
+    class_index = find_class_index(cfg.calib, cfg.verify_data, cfg.val_data)
+    labels, wnids, labels_source = resolve_labels(meta, spec.num_classes, class_index)
+    if labels_source.startswith("none"):
+        warnings.append("the checkpoint has no class names: labels.txt holds class_<index> placeholders")
+
+    # ---- images -----------------------------------------------------------------------------------
+    with timer.stage("select_images"):
+        if cfg.calib is not None:
+            calib_set, verify_set = split_calibration_verification(
+                cfg.calib, cfg.num_calib, cfg.num_verify, cfg.seed, verify_source=cfg.verify_data)
+            for w in (*verify_set.warnings, *calib_set.warnings):
+                warnings.append(w)
+                log.warning(w)
+        else:
+            from ghostnet_edge.calib.sampler import draw
+
+            files = list_images(cfg.verify_data, "verification")
+            verify_set = make_image_set(Path(cfg.verify_data), draw(files, cfg.num_verify, cfg.seed + 1),
+                                        cfg.num_verify, len(files))
+            calib_set = None
+    with timer.stage("preprocess"):
+        xv = calibration_tensors(verify_set.files, pre, use_cache=cfg.use_cache).array
+        xc = calibration_tensors(calib_set.files, pre, use_cache=cfg.use_cache).array if calib_set else None
+        yv = label_indices(verify_set.labels, labels, wnids)
+        val = None
+        if cfg.val_data is not None:
+            val_files = list_images(cfg.val_data, "validation")
+            val_set = make_image_set(Path(cfg.val_data), val_files, len(val_files), len(val_files))
+            yval = label_indices(val_set.labels, labels, wnids)
+            if yval is None:
+                raise DataError(f"the images in {cfg.val_data} are not all labelled with the model's classes",
+                                "use one sub-folder per class, named like the checkpoint's class names "
+                                f"(first ones: {', '.join(labels[:5])})")
+            val = (calibration_tensors(val_set.files, pre, use_cache=cfg.use_cache).array, yval)
+
+    with timer.stage("pytorch_reference"):
+        torch.set_num_threads(threads)
+        ref = ov.run_torch(model, xv)
+
+    artifacts: list[ArtifactReport] = []
+    sections: list[dict[str, Any]] = []
+    quantization: dict[str, Any] | None = None
+    enforce_int8 = trained
+    n_report = max(1, min(cfg.report_images, len(xv)))
+    onnx_meta = {"ghostedge.labels": json.dumps(labels), "ghostedge.preprocessing": json.dumps(prep_desc, sort_keys=True),
+                 "ghostedge.model": spec.name, "ghostedge.input_layout": "NCHW"}
+
+    def _keep(name: str, fmt: str, precision: str, check: ov.Check) -> None:
+        if not check.passed:
+            raise ExportError(f"{name} failed its check: {check.reason}; nothing was written",
+                              _fail_hint(precision, fmt))
+        path = staging / name
+        artifacts.append(ArtifactReport(name, fmt, precision, path, path.stat().st_size, check.to_dict()))
+
+    # ---- ONNX FP32 (always: the TFLite route starts from it) --------------------------------------
+    from ghostnet_edge.export.onnx.config import OnnxExportConfig
+    from ghostnet_edge.export.onnx.convert import export_onnx
+
+    onnx_fp32 = (staging if "onnx" in cfg.formats else work) / "model.onnx"
+    with timer.stage("onnx_export"):
+        export_onnx(model, input_size, onnx_fp32, OnnxExportConfig(opset=cfg.opset), metadata=onnx_meta)
+    with timer.stage("onnx_verify"):
+        sess = ov.ort_session(onnx_fp32, threads)
+        out_fp32 = ov.run_onnx(sess, xv)
+        del sess
+        check = ov.check_fp32("model.onnx", ref, out_fp32, cfg.tolerance, yv)
+    if "onnx" in cfg.formats:
+        _keep("model.onnx", "onnx", "fp32", check)
+    elif not check.passed:
+        raise ExportError(f"the intermediate ONNX model failed its check: {check.reason}", _fail_hint("fp32", "onnx"))
+
+    # ---- ONNX INT8 ----------------------------------------------------------------------------------
+    if cfg.int8 and "onnx" in cfg.formats:
+        from ghostnet_edge.export.onnx.quantize import activation_choice_dict, choose_activation_type
+
+        choice = choose_activation_type(cfg.act_type)
+        q_path = staging / "model_int8.onnx"
+        with timer.stage("onnx_quantize"):
+            if cfg.max_drop is not None and val is not None:
+                from ghostnet_edge.export.onnx.nncf import quantize_with_accuracy_control
+
+                res = quantize_with_accuracy_control(onnx_fp32, q_path, xc, val[0], val[1], cfg.max_drop,
+                                                     choice, cfg.per_channel, metadata=onnx_meta, threads=threads)
+                choice = res.activation
+                quantization = {"tool": "nncf.quantize_with_accuracy_control", "max_drop": cfg.max_drop,
+                                "float_nodes": res.float_nodes}
+            else:
+                from ghostnet_edge.export.onnx.quantize import quantize_onnx
+
+                quantize_onnx(onnx_fp32, q_path, xc, cfg.calib_method, choice, cfg.per_channel,
+                              metadata=onnx_meta, work_dir=work, threads=threads)
+                quantization = {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ"}
+        quantization.update({"activation_type": choice.dtype, "activation_reason": choice.reason,
+                             "reduce_range": choice.reduce_range, "target": choice.target,
+                             "weights": "int8 symmetric " + ("per-channel" if cfg.per_channel else "per-tensor"),
+                             "calibration_method": cfg.calib_method, "activation": activation_choice_dict(choice)})
+        with timer.stage("onnx_int8_verify"):
+            sess = ov.ort_session(q_path, threads)
+            out_q = ov.run_onnx(sess, xv)
+            del sess
+            if val is not None:
+                _note_val_accuracy(quantization, model, onnx_fp32, q_path, val, threads)
+            qcheck = ov.check_int8("model_int8.onnx", ref, out_q, cfg.min_agreement, yv, enforce=enforce_int8)
+        with timer.stage("onnx_int8_layer_report"):
+            layers = ov.per_layer_sqnr(onnx_fp32, q_path, xv[:n_report], work, threads=threads)
+            sections.append(rp.artifact_section("model_int8.onnx", rp.onnx_layer_rows(layers),
+                                                qcheck.to_dict(), n_report))
+        _keep("model_int8.onnx", "onnx", "int8", qcheck)
+
+    # ---- TFLite ---------------------------------------------------------------------------------------
+    tflite_io = None
+    if "tflite" in cfg.formats:
+        from ghostnet_edge.export.tflite.convert import convert_onnx_to_tflite
+        from ghostnet_edge.export.tflite.verify import fp32_tolerance, per_layer_sqnr, run_tflite
+
+        t_fp32, t_int8 = staging / "model_fp32.tflite", (staging / "model_int8.tflite" if cfg.int8 else None)
+        prep_nhwc = {**prep_desc, "layout": "NHWC"}
+        with timer.stage("tflite_convert"):
+            res = convert_onnx_to_tflite(onnx_fp32, t_fp32, t_int8, representative=xc, io_dtype=cfg.io_dtype,
+                                         per_channel=cfg.per_channel, labels=labels, preprocessing=prep_nhwc)
+        # The converter's own split (translation, FP32, INT8 incl. its calibration), for the benchmark.
+        timer.timings["tflite_convert.translate"] = res.translate_seconds
+        timer.timings["tflite_convert.fp32"] = res.fp32_seconds or 0.0
+        timer.timings["tflite_convert.int8"] = res.int8_seconds or 0.0
+        with timer.stage("tflite_verify"):
+            out_t = run_tflite(t_fp32, xv, num_threads=threads)
+            tcheck = ov.check_fp32("model_fp32.tflite", ref, out_t, fp32_tolerance(ref, cfg.tolerance), yv)
+            tcheck.notes.append("tolerance is relative above |logit| 1: tolerance * max(1, max|torch logits|)")
+        _keep("model_fp32.tflite", "tflite", "fp32", tcheck)
+        if t_int8 is not None:
+            with timer.stage("tflite_int8_verify"):
+                out_tq = run_tflite(t_int8, xv, num_threads=threads)
+                tqcheck = ov.check_int8("model_int8.tflite", ref, out_tq, cfg.min_agreement, yv,
+                                        enforce=enforce_int8)
+            with timer.stage("tflite_int8_layer_report"):
+                tl = per_layer_sqnr(t_int8, t_fp32, xv[:n_report])
+                sections.append(rp.artifact_section("model_int8.tflite", rp.tflite_layer_rows(tl),
+                                                    tqcheck.to_dict(), n_report))
+            _keep("model_int8.tflite", "tflite", "int8", tqcheck)
+            tflite_io = mf.tflite_io_entry(res)
+
+    # ---- labels, reports, manifest ----------------------------------------------------------------------
+    with timer.stage("manifest"):
+        shutil.rmtree(work, ignore_errors=True)
+        atomic_write_text(staging / "labels.txt", "\n".join(labels) + "\n")
+        calibration = None
+        if calib_set is not None:
+            calibration = {**calib_set.summary(), "method": cfg.calib_method, "seed": cfg.seed,
+                           "root": str(calib_set.root)}
+        if sections:
+            qr = rp.build_quant_report(sections, calibration or {})
+            atomic_write_json(staging / "quant_report.json", qr)
+            atomic_write_text(staging / "quant_report.md", rp.render_markdown(qr))
+        verification = {**verify_set.summary(), "seed": cfg.seed + 1, "labelled": yv is not None,
+                        "disjoint_from_calibration": True,
+                        "fp32_tolerance": cfg.tolerance, "min_int8_agreement": cfg.min_agreement,
+                        "int8_agreement_enforced": enforce_int8}
+        versions = package_versions()
+        manifest = mf.build_manifest(
+            root=staging,
+            source=mf.source_entry(Path(cfg.checkpoint) if cfg.checkpoint else None, spec.name, trained,
+                                   cfg.seed, meta),
+            preprocessing={**prep_desc, "onnx_layout": "NCHW", "tflite_layout": "NHWC",
+                           "labels_source": labels_source},
+            labels=labels, calibration=calibration, verification=verification,
+            artifacts=[{"file": a.name, "format": a.format, "precision": a.precision, "bytes": a.bytes,
+                        "verification": a.check} for a in artifacts],
+            quantization=quantization, tflite_io=tflite_io, config=cfg.to_dict(), versions=versions,
+            warnings=warnings, timings=timer.timings)
+        atomic_write_json(staging / mf.MANIFEST_NAME, manifest)
+    files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
+    return ExportReport(out, artifacts, timer.timings, warnings, manifest, files)
+
+
+def _note_val_accuracy(quantization: dict[str, Any], model: Any, fp32: Path, q: Path,
+                       val: tuple[np.ndarray, np.ndarray], threads: int) -> None:
+    """Top-1 of FP32 and INT8 ONNX on the labelled validation images, into the quantization record."""
+    from ghostnet_edge.export.onnx import verify as ov
+
+    x, y = val
+    acc_f = ov.accuracy(ov.run_onnx(ov.ort_session(fp32, threads), x), y)
+    acc_q = ov.accuracy(ov.run_onnx(ov.ort_session(q, threads), x), y)
+    quantization["validation"] = {"num_images": int(len(y)), "accuracy_fp32": acc_f, "accuracy_int8": acc_q,
+                                  "accuracy_delta": acc_q - acc_f}
+
+
+def _fail_hint(precision: str, fmt: str) -> str:
+    if precision == "fp32":
+        return ("the converted graph computes something different from PyTorch: check the model exports "
+                "cleanly (custom ops?) or raise --tolerance if the difference is rounding")
+    return ("calibrate on more and more representative images (--num-calib, --calib-method percentile|entropy), "
+            "try per-channel weights, or lower --min-agreement; see quant_report for the worst layers")
+
+
+def suppress_noise() -> None:
+    """Quiet the converters' progress prints and deprecation warnings the user cannot act on."""
+    warnings_mod.filterwarnings("ignore", category=DeprecationWarning)
+    for name in ("onnxruntime", "root", "nncf", "tensorflow", "absl"):
+        logging.getLogger(name).setLevel(logging.ERROR)
