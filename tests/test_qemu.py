@@ -305,3 +305,50 @@ def test_torch_runtime_and_threads_are_refused(status: sr.SysrootStatus, artifac
             session.check([info], BenchConfig(threads=2))
         with pytest.raises(TargetError, match="not PyTorch"):
             session.check([info], BenchConfig(runtime="torch"))
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+
+def _tiny_onnx(path: Path) -> Path:
+    """A one-Conv ONNX classifier-shaped model (enough for `bench` to accept the file)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.full((4, 3, 3, 3), 0.1, np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["input", "w"], ["logits"], pads=[1, 1, 1, 1])], "tiny",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4, 8, 8])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_cli_bench_without_sysroot_fails_with_one_clear_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    if shutil.which("qemu-aarch64") is None:
+        pytest.skip("qemu-aarch64 not installed (the missing-qemu message is tested separately)")
+    from ghostnet_edge.cli import main
+
+    model = _tiny_onnx(tmp_path / "tiny.onnx")
+    monkeypatch.setenv("GHOSTEDGE_CACHE", str(tmp_path / "empty-cache"))
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--target", "qemu-aarch64", str(model), "--json", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "error: the aarch64 sysroot for qemu-aarch64 is missing" in err
+    assert "hint: build it" in err and sr.BUILD_COMMAND in err
+    assert not out.exists()
+    assert main(["bench", "--target", "qemu-aarch64:max", str(model)]) == 2
+    assert "SME" in capsys.readouterr().err
+
+
+@pytest.mark.qemu
+def test_cli_bench_reports_instructions_not_latency(status: sr.SysrootStatus, artifacts: dict[str, Path],
+                                                    tmp_path: Path) -> None:
+    from ghostnet_edge.cli import main
+
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--target", "qemu-aarch64", str(artifacts["int8"]), "--json", str(out)]) == 0
+    res = json.loads(out.read_text())["results"][0]
+    assert res["status"] == "ok" and res["target"] == "qemu-aarch64"
+    assert res["latency_ms"] is None and res["first_inference_ms"] is None
+    assert res["instructions"]["cpu_model"] == "cortex-a76" and res["instructions"]["per_inference"] > 100_000
