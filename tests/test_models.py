@@ -170,10 +170,23 @@ def test_mobilenet_torchvision_key_layout():
     assert tuple(v2["classifier.1.weight"].shape) == (1000, 1280)
 
 
-def test_mobilenet_width_multiplier_rounds_to_8():
+def test_mobilenetv3_075_matches_paper_table7():
+    # TF-reference width rule: the paper's MobileNetV3-Large 0.75 is 4.0M weights / 155M MACs.
     m = MobileNetV3("large", width=0.75)
+    r = profile_macs(m, 224)
+    assert r.total_params == 3_993_528 and abs(r.total_macs - 155e6) / 155e6 < 0.01
     assert all(c.out_channels % 8 == 0 for c in m.modules() if isinstance(c, torch.nn.Conv2d))
     assert m.features[-1][0].out_channels == 6 * make_divisible(160 * 0.75, 8) == 720
+    assert m.classifier[0].out_features == 1280                     # head not narrowed below 1.0x
+    assert m.features[2].block[0][0].out_channels == 64             # 16 (rounded input) x ratio 4
+    small = profile_macs(MobileNetV3("small", width=0.75), 224)
+    assert abs(small.total_macs - 44e6) / 44e6 < 0.02
+
+
+def test_mobilenet_width_multiplier_rounds_to_8():
+    m = MobileNetV3("small", width=1.3)
+    assert all(c.out_channels % 8 == 0 for c in m.modules() if isinstance(c, torch.nn.Conv2d))
+    assert m.classifier[0].out_features == make_divisible(1024 * 1.3, 8)
     v2 = MobileNetV2(width=0.35)
     assert v2.features[0][0].out_channels == 16 and v2.classifier[1].in_features == 1280
 

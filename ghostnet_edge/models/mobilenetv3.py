@@ -3,6 +3,13 @@
 Built from :data:`MOBILENETV3_LARGE` / :data:`MOBILENETV3_SMALL` tables with torchvision's module
 layout (``features.N.block.M``, ``SqueezeExcitation.fc1/fc2``, ``classifier.0/3``), so torchvision
 ``state_dict``s load unchanged and parameter counts equal torchvision's (5,483,032 / 2,542,856 at 1.0x).
+
+Width multipliers follow the TensorFlow reference (and timm), the models the GhostNet paper compares
+with: an expansion is the table's expansion *ratio* times the already rounded input width, and the
+1280/1024-wide head is not narrowed below 1.0x. At 1.0x this is exactly torchvision's network. At 0.75x
+it gives MobileNetV3-Large 3,993,528 weights / 154.6M MACs, the paper's Table 7 row (4.0M / 155M);
+torchvision's rule (every width scaled, head too) would give 3.38M / 140M. MobileNetV3-Small 0.75x gets
+2.04M / 43.4M (paper: 2.4M / 44M; the MACs agree, the paper's weight count is not reproduced).
 Activations are ``nn.Hardswish`` / ``nn.Hardsigmoid`` as in torchvision: single ONNX ops (HardSwish needs
 opset >= 14, HardSigmoid any); TFLite has HARD_SWISH, and converters lower HardSigmoid to mul/add/relu6.
 """
@@ -136,22 +143,23 @@ class MobileNetV3(nn.Module):
         self.width = width
         self.stem_stride = stem_stride
 
-        def adjust(c: int) -> int:
+        def adjust(c: float) -> int:
             return make_divisible(c * width, 8)
 
         in_chs = adjust(STEM_CHANNELS)
+        base_in = STEM_CHANNELS   # the table's (1.0x) input width of the current row
         layers: list[nn.Module] = [conv_norm_act(in_chans, in_chs, 3, stem_stride, act=nn.Hardswish, norm=_bn)]
         for row in rows:
             out_chs = adjust(row.out)
-            layers.append(InvertedResidualV3(in_chs, adjust(row.exp), out_chs, row.kernel, row.stride, row.se,
-                                             row.act))
-            in_chs = out_chs
+            exp_chs = make_divisible(in_chs * row.exp / base_in, 8)   # expansion ratio x actual input width
+            layers.append(InvertedResidualV3(in_chs, exp_chs, out_chs, row.kernel, row.stride, row.se, row.act))
+            in_chs, base_in = out_chs, row.out
         lastconv_chs = 6 * in_chs
         layers.append(conv_norm_act(in_chs, lastconv_chs, 1, act=nn.Hardswish, norm=_bn))
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten(1)
-        head_chs = adjust(last_channel)
+        head_chs = make_divisible(last_channel * max(1.0, width), 8)
         self.classifier = nn.Sequential(
             nn.Linear(lastconv_chs, head_chs),
             nn.Hardswish(inplace=True),
