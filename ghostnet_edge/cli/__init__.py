@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
 
     _register_all()
     try:
-        app(args=argv, standalone_mode=False)
+        # Non-standalone click returns typer.Exit's code instead of raising it.
+        result = app(args=argv, standalone_mode=False)
     except GhostEdgeError as exc:
         if os.environ.get("GHOSTEDGE_VERBOSE"):
             raise
@@ -65,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # typer/click usage errors and explicit exits
         return int(exc.code or 0) if not isinstance(exc.code, str) else 1
     except Exception as exc:  # click usage errors come through here in non-standalone mode
-        import click
+        try:
+            import click
+        except ImportError:  # typer >= 0.2x vendors click as typer._click
+            from typer import _click as click
 
         if isinstance(exc, click.exceptions.ClickException):
             exc.show()
@@ -73,4 +77,4 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, click.exceptions.Abort):
             return 1
         raise
-    return 0
+    return result if isinstance(result, int) else 0
