@@ -160,7 +160,7 @@ def record_from_output(text: str, config: BenchConfig, cpu: str, runtime_version
     if parsed["inference"]:
         rec["latency_summary"] = latency_from_stats(parsed["inference"])
     if parsed["summary"] is None:
-        tail = " | ".join(ln.strip() for ln in (stderr + "\n" + text).strip().splitlines()[-3:])
+        tail = " | ".join(ln.strip() for ln in (text + "\n" + stderr).strip().splitlines()[-2:] if ln.strip())
         rec["status"] = "partial" if parsed["warmup"] or parsed["inference"] else "failed"
         measured = ("the timed runs' statistics" if parsed["inference"] else
                     "only the warm-up" if parsed["warmup"] else "nothing")
