@@ -45,6 +45,10 @@ class _Value:
     t: Any
     nhwc: bool = False
 
+    def __post_init__(self) -> None:
+        if isinstance(self.t, np.generic):  # NumPy scalars from constant arithmetic stay constants
+            self.t = np.asarray(self.t)
+
     @property
     def const(self) -> bool:
         return isinstance(self.t, np.ndarray)
@@ -440,7 +444,7 @@ def _binary(kind: str) -> Callable:
         a, b = ins[0], ins[1]
         if kind == "Div" and b.const:
             # Division by a constant as a multiply by its reciprocal: MUL has an INT8 kernel, DIV does not.
-            b = _Value((np.float32(1.0) / _f32(b.t)).astype(np.float32))
+            b = _Value(np.asarray(np.float32(1.0) / _f32(b.t), dtype=np.float32))
             op = tf.multiply
         else:
             op = {"Add": tf.add, "Sub": tf.subtract, "Mul": tf.multiply, "Div": tf.divide,

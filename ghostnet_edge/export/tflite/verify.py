@@ -3,7 +3,9 @@
 Interpreter choice: ai-edge-litert first (its XNNPACK runs the INT8 graph), then tflite-runtime (where it
 is the only one installed; its 2.14 XNNPACK leaves INT8 graphs on the slow reference kernels), then
 ``tf.lite``. Inputs arrive NCHW (the layout every other stage uses) and are transposed to the model's
-NHWC here; INT8 inputs/outputs are (de)quantized with the model's own scale and zero point.
+NHWC here; INT8 inputs/outputs are (de)quantized with the model's own scale and zero point. INT8
+results are not bit-identical across interpreters: XNNPACK (ai-edge-litert) and the reference kernels
+(tflite-runtime 2.14, or any interpreter with delegates off) round requantization differently.
 
 FP32 tolerance: the translated graph runs the same float math as PyTorch in a different order (XNNPACK's
 blocked GEMMs, BN folded into weights by onnxsim), which moves logits by ~1e-6 relative; we require
