@@ -104,22 +104,22 @@ def test_save_load_roundtrip(tmp_path, suffix):
     assert [p.name for p in tmp_path.iterdir()] == [path.name]       # no temp files left behind
 
 
-def test_failed_save_leaves_no_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_failed_save_leaves_no_file_and_keeps_the_old_one(tmp_path, monkeypatch, suffix):
     model = create_model("ghostnet_cifar_050", seed=0)
-    path = save_checkpoint(tmp_path / "m.pt", model, {"seed": 0})
+    path = save_checkpoint(tmp_path / f"m{suffix}", model, {"seed": 0})
     before = path.read_bytes()
 
-    def broken_save(obj, f, *a, **k):
-        Path(f).write_bytes(b"PK\x03\x04 half a file")
-        raise OSError("disk full")
+    def disk_full(fd):   # the bytes are in the temporary file, then the disk fills up
+        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(torch, "save", broken_save)
+    monkeypatch.setattr("os.fsync", disk_full)
     with pytest.raises(OSError):
         save_checkpoint(path, model, {"seed": 1})
     with pytest.raises(OSError):
-        save_checkpoint(tmp_path / "new.pt", model, {"seed": 1})
+        save_checkpoint(tmp_path / f"new{suffix}", model, {"seed": 1})
     assert path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
 
 
 def test_safetensors_rejects_non_json_extra(tmp_path):

@@ -10,6 +10,7 @@ timm and torchvision files), ``{"state_dict"|"model"|"state_dict_ema": ...}`` wr
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import pickle
@@ -34,7 +35,7 @@ from ghostnet_edge.models.registry import (
     list_models,
     parse_model_name,
 )
-from ghostnet_edge.utils.atomic import atomic_path
+from ghostnet_edge.utils.atomic import atomic_write_bytes
 from ghostnet_edge.utils.versions import package_versions
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".pth.tar", ".ckpt", ".bin", ".safetensors")
@@ -65,11 +66,10 @@ def spec_meta(spec: ModelSpec) -> dict[str, Any]:
             "stem_stride": spec.stem_stride, "dropout": spec.dropout}
 
 
-def build_meta(model: nn.Module, meta: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Complete ``meta``: spec fields from ``model.spec``, the caller's values on top, every key present."""
+def build_meta(spec: ModelSpec | None, meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Complete ``meta``: every documented key present, spec fields filled in, the caller's values on top."""
     out: dict[str, Any] = {k: None for k in META_KEYS}
-    spec = getattr(model, "spec", None)
-    if isinstance(spec, ModelSpec):
+    if spec is not None:
         out.update(spec_meta(spec))
     out.update(dict(meta or {}))
     out["versions"] = package_versions()
@@ -81,16 +81,17 @@ def save_checkpoint(path: Path | str, model: nn.Module | Mapping[str, torch.Tens
     """Write ``model``'s weights with ``meta`` (+ ``extra``, e.g. optimizer state) to ``path``, atomically.
 
     A ``.safetensors`` suffix writes safetensors (``extra`` must then be JSON-serialisable); anything else
-    writes ``torch.save``. The file appears complete or not at all: it is written under a temporary name
-    and renamed.
+    writes ``torch.save``. The bytes are made in memory and written with ``atomic_write_bytes`` (temporary
+    file, fsync, rename), so the file appears complete or not at all.
     """
     path = Path(path)
     state = model.state_dict() if isinstance(model, nn.Module) else dict(model)
-    full_meta = build_meta(model if isinstance(model, nn.Module) else nn.Module(), meta)
+    spec = getattr(model, "spec", None)
+    full_meta = build_meta(spec if isinstance(spec, ModelSpec) else None, meta)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     extra = dict(extra or {})
     if path.suffix == ".safetensors":
-        from safetensors.torch import save_file
+        from safetensors.torch import save as safetensors_bytes
 
         try:
             metadata = {"ghostedge_meta": json.dumps(full_meta), "ghostedge_extra": json.dumps(extra)}
@@ -98,12 +99,13 @@ def save_checkpoint(path: Path | str, model: nn.Module | Mapping[str, torch.Tens
             raise CheckpointError(f"cannot store meta/extra in {path.name}: {exc}",
                                   "safetensors metadata must be JSON (numbers, strings, lists, dicts); "
                                   "save to a .pt file to keep tensors such as optimizer state") from exc
-        with atomic_path(path) as tmp:
-            save_file({k: v.clone() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        # clone(): safetensors refuses tensors that share storage (tied weights), copies never do
+        data = safetensors_bytes({k: v.clone() for k, v in tensors.items()}, metadata=metadata)
     else:
-        with atomic_path(path) as tmp:
-            torch.save({"state_dict": tensors, "meta": full_meta, "extra": extra}, tmp)
-    return path
+        buffer = io.BytesIO()
+        torch.save({"state_dict": tensors, "meta": full_meta, "extra": extra}, buffer)
+        data = buffer.getvalue()
+    return atomic_write_bytes(path, data)
 
 
 # -------------------------------------------------------------------------------------------- loading
@@ -247,8 +249,9 @@ def _closest_width(channels: int, base: int, divisor: int, also: tuple[int, int]
 def infer_architecture(sd: Mapping[str, torch.Tensor]) -> tuple[str, int] | None:
     """Guess (model name, num_classes) of a bare state_dict from its key layout and a few shapes.
 
-    Only the ImageNet form can be told apart from the 32x32 form by meta, not by weights, so a bare
-    GhostNet/MobileNet state_dict is reported as the ImageNet form.
+    The 32x32 forms differ from the ImageNet forms only in the stem's stride, which leaves no trace in
+    the weights, so a bare GhostNet/MobileNet state_dict is reported as the ImageNet form (checkpoints
+    written by :func:`save_checkpoint` say which form they are in their meta).
     """
     if (stem := _shape(sd, "conv_stem.weight")) and (last := _shape(sd, "blocks.9.0.conv.weight")) \
             and (cls := _shape(sd, "classifier.weight")):
