@@ -24,22 +24,28 @@ def _bench_table(results: list[Any], target: str) -> Any:
     from rich.table import Table
 
     table = Table(title=f"latency on {target}, batch 1 (ms)", title_justify="left")
-    for col in ("artifact", "prec", "runtime", "delegate", "thr", "p50", "p90", "p99", "mean", "std", "cv", "n",
-                "first", "load", "MB file", "MB rss", "status"):
-        table.add_column(col, justify="left" if col in ("artifact", "prec", "runtime", "delegate", "status")
-                         else "right")
+    for col in ("artifact", "prec", "runtime", "p50", "p90", "p99", "mean", "cv", "n", "first", "load",
+                "file MB", "rss MB", "status"):
+        table.add_column(col, justify="left" if col in ("artifact", "prec", "runtime", "status") else "right")
     for r in results:
         lat = r.latency_ms or {}
         cv = lat.get("cv")
         flag = f"{_fmt(cv)}{' noisy' if r.noisy else ''}" if cv is not None else "–"
         status = r.status + (f" (re-measured {r.remeasured}x)" if r.remeasured else "")
-        runtime = f"{r.runtime or '–'} {r.runtime_version or ''}".strip()
-        table.add_row(Path(r.artifact).name, r.precision, runtime, r.delegate or "–", _fmt(r.threads),
-                      _fmt(lat.get("p50")), _fmt(lat.get("p90")), _fmt(lat.get("p99")), _fmt(lat.get("mean")),
-                      _fmt(lat.get("std")), flag, _fmt(lat.get("n")), _fmt(r.first_inference_ms),
-                      _fmt(r.load_ms, 1), _fmt(r.size_bytes / 1e6 if r.size_bytes else None, 2),
-                      _fmt(r.peak_rss_mb, 1), status)
+        runtime = " ".join(str(x) for x in (r.runtime, r.runtime_version, r.delegate, f"{r.threads}t") if x)
+        table.add_row(Path(r.artifact).name, r.precision, runtime, _fmt(lat.get("p50")), _fmt(lat.get("p90")),
+                      _fmt(lat.get("p99")), _fmt(lat.get("mean")), flag, _fmt(lat.get("n")),
+                      _fmt(r.first_inference_ms), _fmt(r.load_ms, 1),
+                      _fmt(r.size_bytes / 1e6 if r.size_bytes else None, 2), _fmt(r.peak_rss_mb, 1), status)
     return table
+
+
+def _console() -> Any:
+    """stdout console; piped or captured output gets a wide table instead of an 80-column one."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
 
 
 def register(app: typer.Typer) -> None:
@@ -81,7 +87,7 @@ def register(app: typer.Typer) -> None:
                              reference=reference)
         err = Console(stderr=True)
         results = bench(artifacts, target, config, log=lambda m: err.print(m, markup=False, highlight=False))
-        Console().print(_bench_table(results, results[0].target if results else target))
+        _console().print(_bench_table(results, results[0].target if results else target))
         if json_out is not None:
             atomic_write_json(json_out, results_document(results, target, config))
             err.print(f"wrote {json_out}", markup=False, highlight=False)
@@ -107,7 +113,6 @@ def register(app: typer.Typer) -> None:
         json_out: Path | None = typer.Option(None, "--json", help="Write the result here."),
     ) -> None:
         """Top-1/top-5 of an artifact on a data set (the training preprocessing), and agreement with PyTorch."""
-        from rich.console import Console
         from rich.table import Table
 
         from ghostnet_edge.runtime.evaluate import evaluate_artifact
@@ -122,7 +127,7 @@ def register(app: typer.Typer) -> None:
         table.add_row(res["format"], res["precision"], str(res.get("runtime")), _fmt(res["top1"], 2),
                       _fmt(res["top5"], 2), str(res["n"]), str(res.get("skipped", 0)),
                       _fmt(res.get("agreement_with_reference"), 2), _fmt(res["seconds"], 1))
-        Console().print(table)
+        _console().print(table)
         if json_out is not None:
             atomic_write_json(json_out, res)
             print(f"wrote {json_out}", file=sys.stderr)

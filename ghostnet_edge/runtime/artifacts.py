@@ -116,13 +116,17 @@ def _load_onnx(path: Path) -> Any:
 
 
 def onnx_metadata(path: Path) -> dict[str, Any]:
-    """``metadata_props`` with JSON values decoded (the export stores preprocessing there)."""
+    """``metadata_props`` with JSON values decoded and the ``ghostedge.`` prefix dropped.
+
+    The export stores ``ghostedge.model``, ``ghostedge.labels`` and ``ghostedge.preprocessing`` there.
+    """
     out: dict[str, Any] = {}
     for prop in _load_onnx(path).metadata_props:
+        key = prop.key.removeprefix("ghostedge.")
         try:
-            out[prop.key] = json.loads(prop.value)
+            out[key] = json.loads(prop.value)
         except ValueError:
-            out[prop.key] = prop.value
+            out[key] = prop.value
     return out
 
 
@@ -135,7 +139,12 @@ def read_manifest(path: Path) -> dict[str, Any]:
         data = json.loads(man.read_text())
     except (OSError, ValueError) as exc:
         raise GhostEdgeError(f"{man} is not valid JSON: {exc}", "re-run the export to rewrite it") from exc
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    labels = path.parent / str(data.get("labels_file") or "labels.txt")
+    if "class_names" not in data and labels.is_file():
+        data["class_names"] = [ln.strip() for ln in labels.read_text().splitlines() if ln.strip()]
+    return data
 
 
 def find_key(obj: Any, key: str, want: type | tuple[type, ...] = str) -> Any:
@@ -189,7 +198,7 @@ def describe_meta(*sources: Any) -> dict[str, Any]:
             continue
         meta.setdefault("model", find_key(src, "model"))
         meta.setdefault("preprocess", find_preprocess(src))
-        meta.setdefault("class_names", find_key(src, "class_names", list))
+        meta.setdefault("class_names", find_key(src, "class_names", list) or find_key(src, "labels", list))
         for k in ("model", "preprocess", "class_names"):
             if meta[k] is None:
                 meta.pop(k)

@@ -82,7 +82,7 @@ def instructions_from_counts(counts: dict[str, Any], runs: int, cpu: str) -> dic
     """Per-inference instruction counts from the plugin's JSON and the number of timed runs.
 
     Raises TargetError when the counts cannot be trusted (markers not seen exactly once, no runs);
-    a guest that ran more than one thread is flagged ``exact: False`` (the plugin's counters are
+    a guest that ran more than one thread is flagged ``counts_exact: False`` (the plugin's counters are
     not atomic).
     """
     pairs = int(counts.get("marker_pairs", 0))
@@ -104,7 +104,7 @@ def instructions_from_counts(counts: dict[str, Any], runs: int, cpu: str) -> dic
         "marked_total": marked,
         "process_total": int(counts.get("total_insns", 0)),
         "guest_threads": int(counts.get("vcpus", 1)),
-        "exact": int(counts.get("vcpus", 1)) == 1,
+        "counts_exact": int(counts.get("vcpus", 1)) == 1,
     }
     return out
 
