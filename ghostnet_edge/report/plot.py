@@ -76,7 +76,7 @@ def draw_curve(points: Sequence[CurvePoint], png: Path | str, svg: Path | str | 
     missing = missing_labels(pts)
     ncols = min(3, len(panels))
     nrows = (len(panels) + ncols - 1) // ncols
-    with matplotlib.rc_context({"svg.hashsalt": "ghostedge", "svg.fonttype": "path", "font.size": 9}):
+    with matplotlib.rc_context({"svg.hashsalt": "ghostedge", "svg.fonttype": "none", "font.size": 9}):
         fig, axes = plt.subplots(nrows, ncols, figsize=(5.6 * ncols, 4.4 * nrows + 0.6), squeeze=False)
         for ax, (target, runtime) in zip(axes.flat, panels, strict=False):
             _draw_panel(ax, [p for p in pts if p.target == target and p.runtime == runtime], target, runtime,
@@ -187,4 +187,4 @@ def _draw_overlay(ax: object) -> None:
 
 def formats_label(formats: Sequence[str]) -> str:
     """``torch, tflite-int8`` -> ``PyTorch FP32, TFLite INT8`` for titles."""
-    return ", ".join(f"{FORMATS[f][0]} {FORMATS[f][1].upper()}" for f in formats if f in FORMATS)
+    return ", ".join(f"{FORMATS[f].runtime} {FORMATS[f].precision.upper()}" for f in formats if f in FORMATS)

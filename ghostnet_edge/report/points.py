@@ -12,16 +12,24 @@ import io
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from typing import NamedTuple
 
 from ghostnet_edge.report.spread import VERDICT_RULE, PairedDiff, paired_differences
 
-# format name -> (runtime label, precision, artifact file in the export folder; None = the checkpoint)
-FORMATS: dict[str, tuple[str, str, str | None]] = {
-    "torch": ("PyTorch", "fp32", None),
-    "onnx": ("ONNX Runtime", "fp32", "model.onnx"),
-    "onnx-int8": ("ONNX Runtime", "int8", "model_int8.onnx"),
-    "tflite": ("TFLite", "fp32", "model_fp32.tflite"),
-    "tflite-int8": ("TFLite", "int8", "model_int8.tflite"),
+
+class FormatInfo(NamedTuple):
+    runtime: str          # label on the plot
+    precision: str        # "fp32" | "int8"
+    file: str | None      # artifact file in the export folder; None = the PyTorch checkpoint itself
+    kind: str             # the runtime stage's format name: "torch" | "onnx" | "tflite"
+
+
+FORMATS: dict[str, FormatInfo] = {
+    "torch": FormatInfo("PyTorch", "fp32", None, "torch"),
+    "onnx": FormatInfo("ONNX Runtime", "fp32", "model.onnx", "onnx"),
+    "onnx-int8": FormatInfo("ONNX Runtime", "int8", "model_int8.onnx", "onnx"),
+    "tflite": FormatInfo("TFLite", "fp32", "model_fp32.tflite", "tflite"),
+    "tflite-int8": FormatInfo("TFLite", "int8", "model_int8.tflite", "tflite"),
 }
 DEFAULT_FORMATS: tuple[str, ...] = tuple(FORMATS)
 
@@ -61,11 +69,11 @@ def is_qemu_target(target: str) -> bool:
 
 def int8_partner(fmt: str, formats: Sequence[str]) -> str | None:
     """The FP32 format an INT8 format is compared with: same runtime if swept, else PyTorch."""
-    runtime, precision, _ = FORMATS[fmt]
-    if precision != "int8":
+    info = FORMATS[fmt]
+    if info.precision != "int8":
         return None
-    for cand, (rt, prec, _) in FORMATS.items():
-        if rt == runtime and prec == "fp32" and cand in formats:
+    for cand, other in FORMATS.items():
+        if other.runtime == info.runtime and other.precision == "fp32" and cand in formats:
             return cand
     return "torch" if "torch" in formats else None
 
@@ -101,7 +109,7 @@ class CurvePoint:
         if self.width != self.width:  # nan: fill from the name
             self.width = parse_model_name(self.model)[1]
         if self.format in FORMATS and not self.runtime:
-            self.runtime, self.precision, _ = FORMATS[self.format]
+            self.runtime, self.precision = FORMATS[self.format].runtime, FORMATS[self.format].precision
 
     @property
     def x(self) -> float | None:

@@ -1,0 +1,135 @@
+"""The sweep end to end on real parts: digits, real training, real TFLite INT8 export, real host runner.
+
+One small sweep (1 model x 2 seeds x 1 epoch; formats torch + tflite-int8; targets host and an
+unreachable ssh board) is shared by the tests below, so the expensive part runs once per session.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from ghostnet_edge.cli import main
+from ghostnet_edge.errors import GhostEdgeError
+from ghostnet_edge.report.curve import CurveConfig, CurveResult, cli_command, run_curve, validate_config
+
+# Nothing listens on port 1: the connection is refused at once, like a board that dropped off.
+DEAD_BOARD = "ssh://nobody@127.0.0.1:1"
+MODEL = "ghostnet_cifar_050"
+
+
+def _config(work: Path) -> CurveConfig:
+    return CurveConfig(models=(MODEL,), seeds=(0, 1), formats=("torch", "tflite-int8"),
+                       targets=("host", DEAD_BOARD), data="digits", work=work, epochs=1, limit_train=200,
+                       limit_eval=200, calib_count=32, bench_runs=10, bench_seconds=0.2, bench_warmup=2,
+                       train_threads=1)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[CurveConfig, CurveResult, dict[str, float]]:
+    work = tmp_path_factory.mktemp("curve") / "work"
+    cfg = _config(work)
+    result = run_curve(cfg, log=lambda _m: None)
+    # Every file a step wrote (the outputs at the top are rewritten on each run by design).
+    mtimes = {str(p.relative_to(work)): p.stat().st_mtime_ns for p in work.rglob("*")
+              if p.is_file() and p.parent != work}
+    return cfg, result, mtimes
+
+
+@pytest.mark.slow
+def test_sweep_writes_every_output_with_the_spread_over_seeds(sweep) -> None:
+    cfg, result, _ = sweep
+    work = Path(cfg.work)
+    for name in ("points.csv", "curve.md", "curve.png", "curve.svg", "sweep.json", "failures.jsonl"):
+        assert (work / name).is_file(), name
+    for seed in (0, 1):
+        assert (work / "train" / MODEL / f"seed_{seed}" / "model.pt").is_file()
+        assert (work / "export" / MODEL / f"seed_{seed}" / "model_int8.tflite").is_file()
+        for fmt in ("torch", "tflite-int8"):
+            ev = json.loads((work / "eval" / MODEL / f"seed_{seed}" / f"{fmt}.json").read_text())
+            assert 0.0 <= ev["top1_pct"] <= 100.0 and ev["n"] == 200
+    rows = list(csv.DictReader((work / "points.csv").open()))
+    host = {r["format"]: r for r in rows if r["target"] == "host"}
+    assert set(host) == {"torch", "tflite-int8"}
+    for r in host.values():
+        assert r["n_seeds"] == "2" and r["seeds"] == "0;1" and r["status"] == "ok"
+        assert float(r["acc_min"]) <= float(r["acc_mean"]) <= float(r["acc_max"])
+        assert float(r["latency_ms_p50"]) > 0 and r["latency_seed"] == "0"
+    # The accuracy of each point is the spread of the per-seed eval files, not something else.
+    per_seed = [json.loads((work / "eval" / MODEL / f"seed_{s}" / "torch.json").read_text())["top1_pct"]
+                for s in (0, 1)]
+    assert float(host["torch"]["acc_mean"]) == pytest.approx(sum(per_seed) / 2, abs=1e-4)
+    md = (work / "curve.md").read_text()
+    assert "INT8 cost: paired per-seed differences" in md and "tflite-int8 | torch | 2 |" in md
+    assert cli_command(cfg) in md  # the exact command is recorded
+    assert (work / "curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_failing_target_is_recorded_and_the_rest_goes_on(sweep) -> None:
+    cfg, result, _ = sweep
+    work = Path(cfg.work)
+    failures = [json.loads(line) for line in (work / "failures.jsonl").read_text().splitlines()]
+    assert failures and all(f["step"] == "bench" and f["target"] == DEAD_BOARD for f in failures)
+    assert all(f["reason"] for f in failures)
+    rows = list(csv.DictReader((work / "points.csv").open()))
+    dead = [r for r in rows if r["target"] == DEAD_BOARD]
+    # PyTorch is not run on boards at all; the TFLite point is there, marked missing, with the reason.
+    assert [r["format"] for r in dead] == ["tflite-int8"]
+    assert dead[0]["status"] == "missing" and "bench failed" in dead[0]["reason"]
+    assert dead[0]["acc_mean"] != ""  # its accuracy is still known: only the latency is missing
+    assert f"{MODEL}/tflite-int8/{DEAD_BOARD}" in result.missing
+    assert "Missing or incomplete points" in (work / "curve.md").read_text()
+    assert f"missing (not drawn): {MODEL}/tflite-int8/{DEAD_BOARD}" in (work / "curve.svg").read_text()
+
+
+@pytest.mark.slow
+def test_second_run_reuses_everything_through_the_cli(sweep, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg, _, mtimes = sweep
+    work = Path(cfg.work)
+    # The same settings as the first run, through the command line, without the dead board.
+    argv = ["curve", "--models", MODEL, "--seeds", "0,1", "--formats", "torch,tflite-int8", "--target", "host",
+            "--data", "digits", "--epochs", "1", "--limit-train", "200", "--limit-eval", "200",
+            "--num-calib", "32", "--runs", "10", "--work", str(work)]
+    # Changed settings are refused: reusing 1-epoch runs for a 3-epoch sweep would mix budgets.
+    assert main([*argv, "--epochs", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "other settings" in err and "epochs: 1 -> 3" in err
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "train_reused=2" in out and "export_reused=2" in out and "eval_reused=4" in out
+    assert "_done" not in out  # nothing trained, exported, evaluated or measured again
+    assert str(work / "points.csv") in out.replace("\n", "")
+    now = {k: (work / k).stat().st_mtime_ns for k in mtimes}
+    assert now == mtimes
+    assert (work / "failures.jsonl").read_text() == ""  # the dead board was not asked for this time
+    rows = list(csv.DictReader((work / "points.csv").open()))
+    assert {r["target"] for r in rows} == {"host"} and all(r["status"] == "ok" for r in rows)
+
+
+def test_bad_settings_fail_before_any_work(tmp_path: Path) -> None:
+    base = CurveConfig(models=(MODEL,), work=tmp_path / "w")
+    with pytest.raises(GhostEdgeError, match="unknown format"):
+        validate_config(replace(base, formats=("tflite", "pb")))
+    with pytest.raises(GhostEdgeError, match="duplicate seeds"):
+        validate_config(replace(base, seeds=(1, 1)))
+    with pytest.raises(GhostEdgeError):
+        validate_config(replace(base, models=("ghostnet_cifar_050", "no_such_net")))
+    with pytest.raises(GhostEdgeError, match="unknown target"):
+        validate_config(replace(base, targets=("bluetooth://phone",)))
+    with pytest.raises(GhostEdgeError, match="is not a folder"):
+        validate_config(replace(base, weights=tmp_path / "missing"))
+    assert not (tmp_path / "w").exists()
+
+
+def test_cli_bad_input_exits_2_with_a_hint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["curve", "--models", MODEL, "--formats", "tflite,pb", "--work", str(tmp_path / "w")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "error: unknown format(s): pb" in err and "hint:" in err
+    rc = main(["curve", "--models", MODEL, "--seeds", "zero", "--work", str(tmp_path / "w")])
+    assert rc == 2 and "not an integer" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
