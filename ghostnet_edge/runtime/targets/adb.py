@@ -198,7 +198,10 @@ class AdbSession(Session):
         key = str(artifact.path.resolve())
         if key not in self.pushed:
             remote = f"{REMOTE_DIR}/ghostedge_model{len(self.pushed)}.tflite"
-            self.t.push(self.serial, artifact.path, remote)
+            try:
+                self.t.push(self.serial, artifact.path, remote)
+            except TargetError as exc:  # the phone went away between two models: keep earlier results
+                return {"status": "failed", "error": exc.message, "latencies_ms": []}
             self.pushed[key] = remote
         cmd = benchmark_command(REMOTE_BINARY, self.pushed[key], config, self.mask)
         done = protocol.run_streaming([self.t.adb, "-s", self.serial, "shell", cmd],
