@@ -428,7 +428,7 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
                                                      choice, cfg.per_channel, metadata=onnx_meta, threads=threads)
                 choice = res.activation
                 quantization = {"tool": "nncf.quantize_with_accuracy_control", "max_drop": cfg.max_drop,
-                                "float_nodes": res.float_nodes}
+                                "float_input_nodes": res.float_input_nodes}
             else:
                 from ghostnet_edge.export.onnx.quantize import quantize_onnx
 

@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,31 @@ class NncfResult:
     num_calib: int
     max_drop: float
     num_qdq_nodes: int
-    float_nodes: list[str]     # nodes NNCF left in float to meet max_drop
+    float_input_nodes: list[str]  # Conv/Gemm nodes whose input NNCF left unquantized (e.g. reverted)
+
+
+@contextlib.contextmanager
+def _protobuf_enum_union_shim() -> Iterator[None]:
+    """Work around NNCF 3.4's ONNX backend failing to import with protobuf 4.x.
+
+    ``nncf/onnx/quantization/quantizer_parameters.py`` annotates a dataclass field as
+    ``onnx.TensorProto.DataType | np.dtype``; the annotation is evaluated at import, and protobuf 4.25's
+    ``EnumTypeWrapper`` (what ``DataType`` is) has no ``__or__``, so the import raises ``TypeError``.
+    While NNCF runs, the wrapper class gets an ``__or__`` that returns ``typing.Any`` (the annotation is
+    never used for anything else); it is removed again afterwards. A no-op where protobuf supports it.
+    """
+    import typing
+
+    from google.protobuf.internal import enum_type_wrapper as etw
+
+    added = "__or__" not in vars(etw.EnumTypeWrapper)
+    if added:
+        etw.EnumTypeWrapper.__or__ = lambda self, other: typing.Any  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        if added:
+            del etw.EnumTypeWrapper.__or__
 
 
 def _batches(x: np.ndarray, input_name: str) -> list[dict[str, np.ndarray]]:
@@ -76,7 +101,7 @@ def quantize_with_accuracy_control(fp32_path: Path | str, out_path: Path | str, 
     preset = nncf.QuantizationPreset.MIXED if (activation is None or activation.dtype == "uint8") \
         else nncf.QuantizationPreset.PERFORMANCE
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with _protobuf_enum_union_shim(), contextlib.redirect_stdout(io.StringIO()):
             quantized = nncf.quantize_with_accuracy_control(
                 model, calibration_dataset=nncf.Dataset(_batches(calib, input_name)),
                 validation_dataset=nncf.Dataset(val_items), validation_fn=validate, max_drop=max_drop,
@@ -87,13 +112,13 @@ def quantize_with_accuracy_control(fp32_path: Path | str, out_path: Path | str, 
         raise ExportError(f"NNCF accuracy-aware quantization failed: {exc}",
                           "try without --max-drop (onnxruntime static quantization)") from exc
     qdq_outputs = {o for n in quantized.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    float_nodes = sorted(n.name for n in quantized.graph.node
+    float_input_nodes = sorted(n.name for n in quantized.graph.node
                          if n.op_type in ("Conv", "Gemm", "MatMul") and not any(i in qdq_outputs for i in n.input[:1]))
     meta = dict(metadata or {})
     meta["ghostedge.quantization"] = json.dumps(
         {"format": "QDQ", "tool": "nncf.quantize_with_accuracy_control", "max_drop": max_drop,
          "weights": "int8 " + ("per-channel" if per_channel else "per-tensor"), "preset": preset.value,
-         "num_calib": int(len(calib)), "float_nodes": float_nodes}, sort_keys=True)
+         "num_calib": int(len(calib)), "float_input_nodes": float_input_nodes}, sort_keys=True)
     quantized = canonicalize(quantized, meta)
     atomic_write_bytes(out_path, quantized.SerializeToString())
     act = activation or ActivationChoice("uint8", False, "x86_64", "")
@@ -101,4 +126,4 @@ def quantize_with_accuracy_control(fp32_path: Path | str, out_path: Path | str, 
                            f"NNCF preset {preset.value}: " + ("asymmetric (u8) activations" if preset.value == "mixed"
                                                              else "symmetric (s8) activations"))
     n_qdq = sum(1 for n in quantized.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear"))
-    return NncfResult(Path(out_path), act, per_channel, int(len(calib)), max_drop, n_qdq, float_nodes)
+    return NncfResult(Path(out_path), act, per_channel, int(len(calib)), max_drop, n_qdq, float_input_nodes)

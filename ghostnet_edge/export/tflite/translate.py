@@ -700,6 +700,9 @@ def _pad(tr, node, ins, attrs, label):
     v = ins[0]
     rank = len(_static_shape(v))
     mode = attrs.get("mode", "constant")
+    for extra in ins[1:]:
+        if extra is not None and not extra.const:
+            raise ExportError(f"Pad node '{label}' has computed pads or value", "only constant padding is supported")
     pads = [int(p) for p in (ins[1].t.reshape(-1) if len(ins) > 1 and ins[1] is not None else attrs["pads"])]
     value = float(ins[2].t) if len(ins) > 2 and ins[2] is not None else float(attrs.get("value", 0.0))
     if len(ins) > 3 and ins[3] is not None:

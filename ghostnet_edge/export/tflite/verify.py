@@ -48,6 +48,11 @@ def _interpreter_class(backend: str) -> tuple[Any, str]:
     raise MissingDependencyError("ai_edge_litert", "ai-edge-litert", f"running TFLite models (tried {', '.join(tried)})")
 
 
+def interpreter_backend(backend: str = "auto") -> str:
+    """The interpreter package that would run models (``ai-edge-litert``...); raises when none is installed."""
+    return _interpreter_class(backend)[1]
+
+
 def make_interpreter(model: Path | str | bytes, num_threads: int = 1, backend: str = "auto",
                      preserve_all_tensors: bool = False) -> tuple[Any, str]:
     """An allocated interpreter and the backend's name. ``preserve_all_tensors`` turns delegates off

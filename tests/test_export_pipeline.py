@@ -1,0 +1,280 @@
+"""The whole export: every artifact, manifest hashes, checks, byte-identical repeats, --force, bad input."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ghostnet_edge.errors import (
+    CheckpointError,
+    DataError,
+    ExportError,
+    GhostEdgeError,
+    MissingDependencyError,
+    ModelError,
+)
+from ghostnet_edge.export.manifest import verify_manifest
+from ghostnet_edge.export.pipeline import (
+    ExportConfig,
+    export_artifacts,
+    label_indices,
+    parse_formats,
+    parse_input_size,
+    resolve_labels,
+    validate_config,
+)
+
+MODEL = "ghostnet_cifar_050"
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@pytest.fixture(scope="module")
+def cifar_dir(cifar_tar: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ghostnet_edge.calib.sampler import extract_tar_images
+
+    root = tmp_path_factory.mktemp("cifar") / "images"
+    assert extract_tar_images(cifar_tar, root, per_class=5) == 50
+    return root
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A GhostNet 0.5x CIFAR checkpoint with class names (seeded weights, saved by the models stage)."""
+    from ghostnet_edge.models import create_model, save_checkpoint
+
+    path = tmp_path_factory.mktemp("ckpt") / "ghost.pt"
+    model = create_model(MODEL, seed=0)
+    save_checkpoint(path, model, {"class_names": CIFAR_CLASSES, "seed": 0})
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GHOSTEDGE_CACHE", str(tmp_path_factory.getbasetemp() / "ghostedge-cache"))
+
+
+def _cfg(checkpoint: Path | None, calib: Path, out: Path, **kw) -> ExportConfig:
+    base = {"num_calib": 24, "num_verify": 12, "threads": 1, "min_agreement": 0.5}
+    base.update(kw)
+    return ExportConfig(checkpoint=checkpoint, calib=calib, out=out, **base)
+
+
+def _leftovers(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if ".staging-" in p.name or ".old-" in p.name)
+
+
+@pytest.fixture(scope="module")
+def full(checkpoint: Path, cifar_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One complete export (ONNX + TFLite, FP32 + INT8) of a checkpoint, calibrated on real CIFAR photos."""
+    base = tmp_path_factory.mktemp("exports")
+    report = export_artifacts(_cfg(checkpoint, cifar_dir, base / "a"))
+    return {"report": report, "out": base / "a", "base": base}
+
+
+@pytest.mark.slow
+def test_every_artifact_is_written_and_verified(full: dict) -> None:
+    out: Path = full["out"]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["labels.txt", "manifest.json", "model.onnx", "model_fp32.tflite", "model_int8.onnx",
+                     "model_int8.tflite", "quant_report.json", "quant_report.md"]
+    checks = {a.name: a.check for a in full["report"].artifacts}
+    assert checks["model.onnx"]["max_abs_diff"] <= 1e-4 and checks["model.onnx"]["passed"]
+    assert checks["model_fp32.tflite"]["passed"]
+    for name in ("model_int8.onnx", "model_int8.tflite"):
+        assert 0.5 <= checks[name]["top1_agreement"] <= 1.0
+        assert checks[name]["accuracy_delta"] is not None  # class folders match the checkpoint's names
+    assert (out / "labels.txt").read_text().split() == CIFAR_CLASSES
+    assert _leftovers(full["base"]) == []
+
+
+@pytest.mark.slow
+def test_manifest_hashes_sources_and_records_calibration(full: dict, checkpoint: Path) -> None:
+    from ghostnet_edge.utils.atomic import sha256_file
+
+    out: Path = full["out"]
+    m = json.loads((out / "manifest.json").read_text())
+    assert verify_manifest(out, m) == []
+    listed = {f["path"] for f in m["files"]}
+    assert listed == {p.name for p in out.iterdir()} - {"manifest.json"}
+    assert m["source"]["checkpoint_sha256"] == sha256_file(checkpoint) and m["source"]["trained"]
+    assert m["calibration"]["count"] == 24 and m["calibration"]["num_classes"] >= 5
+    assert len(m["calibration"]["list_sha256"]) == 64
+    assert m["verification"]["count"] == 12 and m["verification"]["labelled"]
+    assert m["preprocessing"]["mean"] and m["preprocessing"]["input_size"] == [3, 32, 32]
+    assert m["quantization"]["activation_type"] in ("uint8", "int8") and m["quantization"]["activation_reason"]
+    io = m["tflite_int8_io"]
+    assert io["input"]["dtype"] == "int8" and io["input"]["scale"] > 0 and io["input"]["layout"] == "NHWC"
+    assert isinstance(io["output"]["zero_point"], int)
+    assert {a["file"] for a in m["artifacts"]} == {"model.onnx", "model_int8.onnx", "model_fp32.tflite",
+                                                  "model_int8.tflite"}
+    assert "torch" in m["versions"] and "onnxruntime" in m["versions"]
+    # Tampering is detected.
+    (out / "labels.txt").write_text("x\n")
+    try:
+        assert verify_manifest(out, m) == ["labels.txt: changed"]
+    finally:
+        (out / "labels.txt").write_text("\n".join(CIFAR_CLASSES) + "\n")
+
+
+@pytest.mark.slow
+def test_quant_report_points_at_layers(full: dict) -> None:
+    rep = json.loads((full["out"] / "quant_report.json").read_text())
+    assert [a["artifact"] for a in rep["artifacts"]] == ["model_int8.onnx", "model_int8.tflite"]
+    for sec in rep["artifacts"]:
+        assert sec["num_layers"] > 10 and len(sec["worst_layers"]) == 10
+        assert all(r["sqnr_db"] is not None for r in sec["worst_layers"])
+    assert "| layer | op | SQNR dB | drop dB |" in (full["out"] / "quant_report.md").read_text()
+
+
+@pytest.mark.slow
+def test_embedded_metadata_lets_an_app_feed_the_model(full: dict) -> None:
+    import onnx
+
+    from ghostnet_edge.export.tflite import read_embedded_metadata
+
+    props = {p.key: p.value for p in onnx.load(str(full["out"] / "model.onnx")).metadata_props}
+    assert json.loads(props["ghostedge.labels"]) == CIFAR_CLASSES
+    assert json.loads(props["ghostedge.preprocessing"])["std"]
+    meta = read_embedded_metadata(full["out"] / "model_int8.tflite")
+    assert json.dumps(meta)  # serialisable
+    text = json.dumps(meta)
+    assert "NHWC" in text and "airplane" in text
+
+
+@pytest.mark.slow
+def test_same_inputs_give_byte_identical_artifacts(full: dict, checkpoint: Path, cifar_dir: Path) -> None:
+    out2 = full["base"] / "b"
+    export_artifacts(_cfg(checkpoint, cifar_dir, out2))
+    for name in ("model.onnx", "model_int8.onnx", "model_fp32.tflite", "model_int8.tflite", "labels.txt"):
+        assert (out2 / name).read_bytes() == (full["out"] / name).read_bytes(), name
+
+
+def test_force_replaces_without_mixing(checkpoint: Path, cifar_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    out.mkdir()
+    (out / "old_file.txt").write_text("from a previous export")
+    cfg = _cfg(checkpoint, cifar_dir, out, formats=("onnx",), int8=False)
+    with pytest.raises(GhostEdgeError, match="already exists") as err:
+        export_artifacts(cfg)
+    assert "--force" in err.value.hint
+    assert sorted(p.name for p in out.iterdir()) == ["old_file.txt"]
+    report = export_artifacts(ExportConfig(**{**cfg.__dict__, "force": True}))
+    assert sorted(p.name for p in out.iterdir()) == ["labels.txt", "manifest.json", "model.onnx"]
+    assert [a.name for a in report.artifacts] == ["model.onnx"]
+    assert _leftovers(tmp_path) == []
+
+
+def test_failed_check_writes_nothing(checkpoint: Path, cifar_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    with pytest.raises(ExportError, match="model.onnx failed its check") as err:
+        export_artifacts(_cfg(checkpoint, cifar_dir, out, formats=("onnx",), int8=False, tolerance=1e-15))
+    assert "nothing was written" in err.value.message
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_random_weights_warn_and_input_size_override(cifar_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    report = export_artifacts(ExportConfig(model=MODEL, calib=cifar_dir, out=out, formats=("onnx",), int8=False,
+                                           num_verify=4, threads=1, input_size=64))
+    assert any("random weights" in w for w in report.warnings)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["source"]["trained"] is False and m["source"]["checkpoint_sha256"] is None
+    assert m["preprocessing"]["input_size"] == [3, 64, 64]
+    assert (out / "labels.txt").read_text().splitlines()[0] == "class_0"
+
+
+# ---- bad input: one clear error each, nothing written ----------------------------------------------------
+
+
+def _corrupt(tmp: Path) -> Path:
+    p = tmp / "broken.pt"
+    p.write_bytes(b"PK\x03\x04 definitely not a torch file" * 10)
+    return p
+
+
+@pytest.mark.parametrize("case", ["missing_ckpt", "corrupt_ckpt", "wrong_arch", "calib_missing", "calib_empty",
+                                  "calib_no_images", "calib_unreadable", "input_size", "no_calib_for_int8",
+                                  "bad_format", "bad_method"])
+def test_bad_input_fails_cleanly(case: str, checkpoint: Path, cifar_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    out = tmp_path / "exp"
+    calib, ckpt, kw = cifar_dir, checkpoint, {"formats": ("onnx",)}
+    expected: type[GhostEdgeError] = GhostEdgeError
+    words = ""
+    if case == "missing_ckpt":
+        ckpt, expected, words = tmp_path / "nope.pt", CheckpointError, "does not exist"
+    elif case == "corrupt_ckpt":
+        ckpt, expected = _corrupt(tmp_path), CheckpointError
+    elif case == "wrong_arch":
+        kw["model"], expected, words = "ghostnet_cifar_100", CheckpointError, "does not fit"
+    elif case == "calib_missing":
+        calib, expected, words = tmp_path / "no_such_dir", DataError, "does not exist"
+    elif case == "calib_empty":
+        calib, expected, words = tmp_path / "empty", DataError, "is empty"
+        calib.mkdir()
+    elif case == "calib_no_images":
+        calib, expected, words = tmp_path / "docs", DataError, "no image files"
+        calib.mkdir()
+        (calib / "a.txt").write_text("hello")
+    elif case == "calib_unreadable":
+        calib = tmp_path / "imgs"
+        shutil.copytree(cifar_dir / "cat", calib / "cat")
+        (calib / "cat" / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+        expected, words = DataError, "zz_broken.jpg"
+        kw.update(num_calib=100, num_verify=1)  # every image is drawn
+    elif case == "input_size":
+        kw["input_size"], expected, words = 30, ModelError, "multiple"
+    elif case == "no_calib_for_int8":
+        calib, expected, words = None, GhostEdgeError, "calibration images"
+        kw.update(int8=True, verify_data=cifar_dir)
+    elif case == "bad_format":
+        kw["formats"], words = ("onnx", "coreml"), "coreml"
+    elif case == "bad_method":
+        kw["calib_method"], words = "kl", "calibration method"
+    with pytest.raises(expected) as err:
+        export_artifacts(_cfg(ckpt, calib, out, int8=kw.pop("int8", True), **kw))
+    assert words in err.value.message
+    assert err.value.hint
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_missing_tensorflow_names_the_package(checkpoint: Path, cifar_dir: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # A None entry in sys.modules makes every `import tensorflow` fail as if it were not installed.
+    monkeypatch.setitem(sys.modules, "tensorflow", None)
+    out = tmp_path / "exp"
+    with pytest.raises(MissingDependencyError) as err:
+        export_artifacts(_cfg(checkpoint, cifar_dir, out, formats=("onnx", "tflite")))
+    assert "'tensorflow'" in err.value.message and "pip install" in err.value.hint
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+# ---- small pure helpers -------------------------------------------------------------------------------------
+
+
+def test_option_parsing() -> None:
+    assert parse_formats("tflite, onnx") == ("onnx", "tflite")
+    assert parse_input_size("160x224") == (160, 224) and parse_input_size(224) == (224, 224)
+    assert parse_input_size((3, 96, 128)) == (96, 128) and parse_input_size(None) is None
+    with pytest.raises(ModelError):
+        parse_input_size("big")
+    with pytest.raises(GhostEdgeError, match="--val-data"):
+        validate_config(ExportConfig(model=MODEL, calib=Path("."), max_drop=0.01))
+    with pytest.raises(GhostEdgeError, match="CHECKPOINT or --model"):
+        validate_config(ExportConfig(calib=Path(".")))
+
+
+def test_labels_resolution(imagenet_samples: Path) -> None:
+    names, wnids, src = resolve_labels({"class_names": CIFAR_CLASSES}, 10, None)
+    assert names == CIFAR_CLASSES and wnids is None and src == "checkpoint"
+    names, wnids, src = resolve_labels({}, 1000, imagenet_samples / "imagenet_class_index.json")
+    assert names[0] == "tench" and wnids[0] == "n01440764"
+    assert label_indices(["n01440764", "n01530575"], names, wnids).tolist() == [0, 10]
+    assert label_indices(["cat", None], CIFAR_CLASSES) is None
+    np.testing.assert_array_equal(label_indices(["cat", "dog"], CIFAR_CLASSES), [3, 5])
+    assert resolve_labels({}, 3, None)[0] == ["class_0", "class_1", "class_2"]
