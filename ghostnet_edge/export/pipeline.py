@@ -298,7 +298,11 @@ def _with_input_size(spec: Any, size: tuple[int, int] | None) -> Any:
 
 
 def export_artifacts(config: ExportConfig) -> ExportReport:
-    """Run the whole export (see the module docstring); raise :class:`GhostEdgeError` on any problem."""
+    """Run the whole export (see the module docstring); raise :class:`GhostEdgeError` on any problem.
+
+    Cheap checks run first (options, output folder, checkpoint, input size, image folders), then the
+    converters are imported, and only then is anything written, into a staging folder.
+    """
     timer = _Timer()
     warnings: list[str] = []
     with timer.stage("checks"):
@@ -309,21 +313,43 @@ def export_artifacts(config: ExportConfig) -> ExportReport:
         if out.exists() and any(out.iterdir()) and not cfg.force:
             raise GhostEdgeError(f"output folder {out} already exists and is not empty",
                                  "pass --force to replace it, or choose another --out")
+    with timer.stage("load_model"):
+        model, spec, meta, trained = _load(cfg, warnings)
+        spec = _with_input_size(spec, parse_input_size(cfg.input_size))
+        model.eval()
+    # ---- images (drawn before any conversion so a bad folder fails fast) -----------------------------------------------------------------------------------
+    with timer.stage("select_images"):
+        from ghostnet_edge.calib import split_calibration_verification
+        from ghostnet_edge.calib.sampler import draw, list_images, make_image_set
+
+        if cfg.calib is not None:
+            calib_set, verify_set = split_calibration_verification(
+                cfg.calib, cfg.num_calib, cfg.num_verify, cfg.seed, verify_source=cfg.verify_data)
+            for w in (*verify_set.warnings, *calib_set.warnings):
+                warnings.append(w)
+                log.warning(w)
+        else:
+            files = list_images(cfg.verify_data, "verification")
+            verify_set = make_image_set(Path(cfg.verify_data), draw(files, cfg.num_verify, cfg.seed + 1),
+                                        cfg.num_verify, len(files))
+            calib_set = None
+    with timer.stage("dependencies"):
         check_dependencies(cfg)
     from ghostnet_edge.utils.atomic import atomic_dir
 
     with atomic_dir(out, force=cfg.force) as staging:
-        report = _run(cfg, staging, out, timer, warnings)
+        report = _run(cfg, staging, out, timer, warnings, (model, spec, meta, trained), calib_set, verify_set)
     report.out_dir = out
     for a in report.artifacts:
         a.path = out / a.name
     return report
 
 
-def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: list[str]) -> ExportReport:
+def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: list[str],
+         loaded: tuple[Any, Any, dict[str, Any], bool], calib_set: Any, verify_set: Any) -> ExportReport:
     import torch
 
-    from ghostnet_edge.calib import calibration_tensors, split_calibration_verification
+    from ghostnet_edge.calib import calibration_tensors
     from ghostnet_edge.calib.sampler import list_images, make_image_set
     from ghostnet_edge.data import Preprocess
     from ghostnet_edge.export import manifest as mf
@@ -335,11 +361,7 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
     work = staging / ".work"
     work.mkdir()
     threads = cfg.threads or ov.default_threads()
-
-    with timer.stage("load_model"):
-        model, spec, meta, trained = _load(cfg, warnings)
-        spec = _with_input_size(spec, parse_input_size(cfg.input_size))
-        model.eval()
+    model, spec, meta, trained = loaded
     input_size = tuple(spec.input_size)
     pre = Preprocess.from_spec(spec)
     prep_desc = pre.describe()
@@ -348,21 +370,6 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
     if labels_source.startswith("none"):
         warnings.append("the checkpoint has no class names: labels.txt holds class_<index> placeholders")
 
-    # ---- images -----------------------------------------------------------------------------------
-    with timer.stage("select_images"):
-        if cfg.calib is not None:
-            calib_set, verify_set = split_calibration_verification(
-                cfg.calib, cfg.num_calib, cfg.num_verify, cfg.seed, verify_source=cfg.verify_data)
-            for w in (*verify_set.warnings, *calib_set.warnings):
-                warnings.append(w)
-                log.warning(w)
-        else:
-            from ghostnet_edge.calib.sampler import draw
-
-            files = list_images(cfg.verify_data, "verification")
-            verify_set = make_image_set(Path(cfg.verify_data), draw(files, cfg.num_verify, cfg.seed + 1),
-                                        cfg.num_verify, len(files))
-            calib_set = None
     with timer.stage("preprocess"):
         xv = calibration_tensors(verify_set.files, pre, use_cache=cfg.use_cache).array
         xc = calibration_tensors(calib_set.files, pre, use_cache=cfg.use_cache).array if calib_set else None
