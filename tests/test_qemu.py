@@ -143,8 +143,8 @@ def test_instructions_from_counts() -> None:
               "total_insns": 10_000, "unpaired_markers": 0, "vcpus": 1}
     out = tq.instructions_from_counts(counts, 3, "cortex-a76")
     assert out["per_inference"] == 100 and out["simd_fp"] == 40 and out["load_store"] == 30
-    assert out["cpu_model"] == "cortex-a76" and "not time" in out["unit"] and out["exact"]
-    assert not tq.instructions_from_counts({**counts, "vcpus": 3}, 3, "cortex-a76")["exact"]
+    assert out["cpu_model"] == "cortex-a76" and "not time" in out["unit"] and out["counts_exact"]
+    assert not tq.instructions_from_counts({**counts, "vcpus": 3}, 3, "cortex-a76")["counts_exact"]
     with pytest.raises(TargetError, match="markers"):
         tq.instructions_from_counts({**counts, "marker_pairs": 0}, 3, "cortex-a76")
     with pytest.raises(TargetError, match="markers"):
@@ -160,6 +160,11 @@ def test_parity_report_int8_exact_fp32_tolerance() -> None:
     assert tq.parity_report(nudged, host, "fp32")["ok"]
     assert not tq.parity_report(host + np.float32(1e-3), host, "fp32")["ok"]
     assert not tq.parity_report(host[:1], host, "fp32")["ok"]
+    # int8 with a known output step: one step apart passes (ARM vs x86 requantization rounding), two fail.
+    step = np.float32(0.25)
+    one = tq.parity_report(host + step, host, "int8", output_step=float(step))
+    assert one["ok"] and one["max_diff_steps"] == 1.0 and not one["exact"]
+    assert not tq.parity_report(host + 2 * step, host, "int8", output_step=float(step))["ok"]
 
 
 def test_parse_policy_candidates() -> None:
@@ -258,7 +263,7 @@ def test_int8_tflite_exact_parity_and_counts_repeat(status: sr.SysrootStatus, ar
         assert res.latency_ms is None           # emulated time is never reported as latency
         assert res.parity["ok"] and res.parity["exact"] and res.parity["differing_values"] == 0
         ins = res.instructions
-        assert ins["cpu_model"] == "cortex-a76" and ins["unit"].endswith("not time") and ins["exact"]
+        assert ins["cpu_model"] == "cortex-a76" and ins["unit"].endswith("not time") and ins["counts_exact"]
         assert ins["per_inference"] > 100_000
         assert ins["simd_fp"] + ins["load_store"] + ins["other"] == pytest.approx(ins["per_inference"])
         assert ins["simd_fp"] > 0.2 * ins["per_inference"]

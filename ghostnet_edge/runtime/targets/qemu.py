@@ -53,10 +53,14 @@ INSTRUCTION_UNIT = "guest instructions (QEMU TCG count), not time"
 DEFAULT_WARMUP = 1
 DEFAULT_RUNS = 3
 DEFAULT_TIMEOUT_S = 1800.0
-# Host vs guest outputs: int8 kernels are integer arithmetic and must agree bit for bit; fp32 may
-# differ by summation order / FMA contraction between the x86 and ARM kernels.
+# Host vs guest outputs. fp32 may differ by summation order / FMA contraction between the x86 and ARM
+# kernels. int8 kernels are integer arithmetic, but XNNPACK's ARM and x86 kernels requantize with
+# different rounding schemes, so a value can land one step apart: measured, GhostNet 0.5x CIFAR int8
+# matches bit for bit and GhostNet 1.0x at 224 has 81 of 8000 logits one output step apart. So int8
+# passes when exact, or when no output is more than INT8_MAX_STEPS quantization steps off.
 FP32_ATOL = 1e-5
 FP32_RTOL = 1e-5
+INT8_MAX_STEPS = 1
 
 
 # ---------------------------------------------------------------------------------------- pure parts
@@ -109,11 +113,12 @@ def instructions_from_counts(counts: dict[str, Any], runs: int, cpu: str) -> dic
     return out
 
 
-def parity_report(guest: Any, host: Any, precision: str) -> dict[str, Any]:
+def parity_report(guest: Any, host: Any, precision: str, output_step: float | None = None) -> dict[str, Any]:
     """How the emulated ARM outputs compare with the host's on the same inputs.
 
-    ``ok`` means: bit-identical for int8 (integer kernels), within ``FP32_ATOL + FP32_RTOL * |host|``
-    otherwise.
+    ``ok`` means, for int8: bit-identical, or at most ``INT8_MAX_STEPS`` output quantization steps
+    (``output_step``, the output tensor's scale, when known) apart; otherwise within
+    ``FP32_ATOL + FP32_RTOL * |host|``.
     """
     import numpy as np
 
@@ -125,14 +130,20 @@ def parity_report(guest: Any, host: Any, precision: str) -> dict[str, Any]:
     exact = bool(np.array_equal(a, b))
     within = bool(np.all(diff <= FP32_ATOL + FP32_RTOL * np.abs(b)))
     flat_a, flat_b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+    max_diff = float(diff.max()) if diff.size else 0.0
+    steps = round(max_diff / output_step, 3) if output_step else None
+    if precision == "int8":
+        ok = exact or (steps is not None and steps <= INT8_MAX_STEPS + 1e-3)
+        tolerance = f"exact, or <= {INT8_MAX_STEPS} output quantization step" if output_step else "exact"
+    else:
+        ok, tolerance = within, f"atol {FP32_ATOL} + rtol {FP32_RTOL}"
     return {
         "against": "host", "n": int(a.shape[0]), "precision": precision,
-        "max_abs_diff": float(diff.max()) if diff.size else 0.0,
+        "max_abs_diff": max_diff, "max_diff_steps": steps,
         "mean_abs_diff": float(diff.mean()) if diff.size else 0.0,
         "exact": exact, "differing_values": int(np.count_nonzero(a != b)), "values": int(a.size),
         "top1_agreement": float(np.mean(flat_a.argmax(1) == flat_b.argmax(1))),
-        "ok": exact if precision == "int8" else within,
-        "tolerance": "exact" if precision == "int8" else f"atol {FP32_ATOL} + rtol {FP32_RTOL}",
+        "ok": ok, "tolerance": tolerance,
     }
 
 
@@ -256,7 +267,7 @@ class QemuTarget(Target):
         config = (config or BenchConfig()).validate()
         info = inspect_artifact(artifact)
         self.check_artifact(info)
-        inputs = parity_inputs(info, config.runtime, samples, config.seed)
+        inputs, output_step = parity_inputs(info, config.runtime, samples, config.seed)
         host_cfg = dataclasses.replace(config, warmup=0, min_runs=1, min_seconds=0.0)
         with self.session(config) as session:
             session.check([info], config)
@@ -268,7 +279,7 @@ class QemuTarget(Target):
             if host_rec.get("outputs") is None:
                 parity = {"against": "host", "ok": False, "error": f"host run failed: {host_rec.get('error')}"}
             else:
-                parity = parity_report(rec["outputs"], host_rec["outputs"], info.precision)
+                parity = parity_report(rec["outputs"], host_rec["outputs"], info.precision, output_step)
         return BenchResult(
             artifact=str(info.path), format=info.format, precision=info.precision, model=info.model,
             target=self.name, runtime=rec.get("runtime"), runtime_version=rec.get("runtime_version"),
@@ -279,11 +290,12 @@ class QemuTarget(Target):
         )
 
 
-def parity_inputs(info: ArtifactInfo, runtime: str, samples: int, seed: int) -> Any:
-    """Seeded standard-normal float32 NCHW inputs at the artifact's own input size.
+def parity_inputs(info: ArtifactInfo, runtime: str, samples: int, seed: int) -> tuple[Any, float | None]:
+    """Seeded standard-normal float32 NCHW inputs at the artifact's own input size, and its output step.
 
     The size comes from opening the artifact on the host with the runner's own loader, so host and
-    guest are fed the very same array (no reliance on the two platforms' random generators).
+    guest are fed the very same array (no reliance on the two platforms' random generators). The
+    output step is the scale of an integer output tensor (None for float outputs).
     """
     import numpy as np
 
@@ -294,7 +306,11 @@ def parity_inputs(info: ArtifactInfo, runtime: str, samples: int, seed: int) -> 
     except dr.RunnerError as exc:
         raise TargetError(f"cannot open {info.path} on the host: {exc.message}", exc.hint or None) from exc
     c, h, w = model.chw_shape()
-    return np.random.default_rng(seed).standard_normal((samples, c, h, w)).astype(np.float32)
+    step = None
+    out = getattr(model, "out", None)  # TFLite models: the output tensor's details
+    if isinstance(out, dict) and np.dtype(out["dtype"]).kind in "iu" and out["quantization"][0]:
+        step = float(out["quantization"][0])
+    return np.random.default_rng(seed).standard_normal((samples, c, h, w)).astype(np.float32), step
 
 
 def count_instructions(artifact: str | Path, cpu: str = sr.DEFAULT_CPU, runtime: str = "auto", *,
