@@ -133,3 +133,25 @@ def test_cli_bad_input_exits_2_with_a_hint(tmp_path: Path, capsys: pytest.Captur
     rc = main(["curve", "--models", MODEL, "--seeds", "zero", "--work", str(tmp_path / "w")])
     assert rc == 2 and "not an integer" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_latency_only_pairs_measured_latency_with_published_accuracy(tmp_path: Path) -> None:
+    """Random weights at 224x224 (no training, no ImageNet): measured latency vs the paper's Table 7."""
+    work = tmp_path / "lat"
+    cfg = CurveConfig(models=("mobilenetv3_small_075",), seeds=(0,), formats=("torch", "onnx"), targets=("host",),
+                      work=work, latency_only=True, paper_overlay=True, calib_count=4, bench_runs=5,
+                      bench_seconds=0.2, bench_warmup=1)
+    result = run_curve(cfg, log=lambda _m: None)
+    assert not result.failures
+    rows = {r["format"]: r for r in csv.DictReader((work / "points.csv").open())}
+    assert set(rows) == {"torch", "onnx"}
+    for r in rows.values():
+        assert r["acc_source"] == "published" and float(r["acc_mean"]) == 65.4  # Table 7, MobileNetV3-Small 0.75
+        assert r["input_size"] == "224" and float(r["latency_ms_p50"]) > 0 and r["status"] == "ok"
+    assert not (work / "train").exists()  # nothing was trained
+    md = (work / "curve.md").read_text()
+    assert "published ImageNet top-1" in md and "not measured here" in md
+    svg = (work / "curve.svg").read_text()
+    assert "published ImageNet top-1 (%) (paper), latency measured here" in svg
+    assert "paper Figure 7" in svg  # the overlay's own axis, labelled as the paper's

@@ -79,6 +79,8 @@ def register(app: typer.Typer) -> None:
         limit_train: int = typer.Option(None, "--limit-train",
                                         help="train on a class-balanced subset of N images (default: all)"),
         limit_eval: int = typer.Option(None, "--limit-eval", help="images evaluated per artifact (default all)"),
+        limit_val: int = typer.Option(None, "--limit-val",
+                                      help="images the training loop validates on after each epoch (default all)"),
         work: Path = typer.Option(Path("runs/curve"), "--work", "-w",
                                   help="work folder: every run, export and measurement is kept here and reused"),
         weights: Path = typer.Option(None, "--weights", help="folder of given checkpoints <model>/seed_<s>/"),
@@ -104,7 +106,7 @@ def register(app: typer.Typer) -> None:
         cfg = CurveConfig(
             models=tuple(_split(models)), seeds=tuple(seed_list), formats=tuple(_split([formats])),
             targets=tuple(_split(target)), data=data, work=work, epochs=epochs, limit_train=limit_train,
-            limit_eval=limit_eval, batch_size=batch_size, weights=weights, latency_only=latency_only,
+            limit_eval=limit_eval, limit_val=limit_val, batch_size=batch_size, weights=weights, latency_only=latency_only,
             paper_overlay=paper_overlay, calib=calib, calib_count=num_calib, bench_runs=runs, threads=threads,
             train_threads=train_threads,
         )

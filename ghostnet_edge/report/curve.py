@@ -68,6 +68,7 @@ class CurveConfig:
     epochs: int = 5
     limit_train: int | None = None       # images per epoch (None = all): the training budget knob
     limit_eval: int | None = None        # images evaluated per artifact (None = the whole eval split)
+    limit_val: int | None = None         # images the training loop validates on after each epoch (monitoring)
     batch_size: int = 64
     weights: Path | None = None          # folder of given checkpoints: <model>/seed_<s>/ (skips training)
     latency_only: bool = False
@@ -86,7 +87,7 @@ class CurveConfig:
 
     def resume_key(self) -> dict[str, Any]:
         """Settings whose change would make finished work wrong to reuse."""
-        return {"data": self.data, "epochs": self.epochs, "limit_train": self.limit_train,
+        return {"data": self.data, "epochs": self.epochs, "limit_train": self.limit_train, "limit_val": self.limit_val,
                 "limit_eval": self.limit_eval, "batch_size": self.batch_size,
                 "weights": str(self.weights) if self.weights else None, "latency_only": self.latency_only,
                 "calib": str(self.calib) if self.calib else None, "calib_count": self.calib_count}
@@ -211,8 +212,8 @@ class _Sweep:
             self.log(f"  train {model} seed {seed} ({cfg.epochs} epochs on {cfg.data})")
             t0 = time.perf_counter()
             ckpt = stages.train_one(model, seed, cfg.data, self.train_dir(model, seed), epochs=cfg.epochs,
-                                    limit_train=cfg.limit_train, batch_size=cfg.batch_size,
-                                    threads=cfg.train_threads)
+                                    limit_train=cfg.limit_train, limit_val=cfg.limit_val,
+                                    batch_size=cfg.batch_size, threads=cfg.train_threads)
             self.count("train_done")
             self.log(f"    done in {time.perf_counter() - t0:.1f} s -> {ckpt}")
             return ckpt
@@ -324,7 +325,8 @@ def cli_command(cfg: CurveConfig) -> str:
         parts.append("--latency-only")
     else:
         parts += ["--data", cfg.data, "--epochs", str(cfg.epochs)]
-    for flag, value in (("--limit-train", cfg.limit_train), ("--limit-eval", cfg.limit_eval),
+    for flag, value in (("--limit-train", cfg.limit_train), ("--limit-val", cfg.limit_val),
+                        ("--limit-eval", cfg.limit_eval), ("--train-threads", cfg.train_threads),
                         ("--weights", cfg.weights), ("--calib", cfg.calib)):
         if value is not None:
             parts += [flag, str(value)]

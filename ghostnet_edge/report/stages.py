@@ -111,7 +111,7 @@ def find_given_checkpoint(weights: Path, model: str, seed: int) -> Path:
 
 
 def train_one(model: str, seed: int, data: str, out: Path, epochs: int, limit_train: int | None,
-              batch_size: int, threads: int | None) -> Path:
+              limit_val: int | None, batch_size: int, threads: int | None) -> Path:
     """Train one (model, seed) into ``out`` and return its final checkpoint.
 
     ``resume=True``: a run interrupted mid-way continues from its last epoch checkpoint (the train
@@ -120,7 +120,7 @@ def train_one(model: str, seed: int, data: str, out: Path, epochs: int, limit_tr
     from ghostnet_edge.train import TrainConfig, train
 
     cfg = TrainConfig(model=model, data=data, seed=seed, epochs=epochs, out=out, limit_train=limit_train,
-                      batch_size=batch_size, threads=threads, resume=True, progress=False)
+                      limit_val=limit_val, batch_size=batch_size, threads=threads, resume=True, progress=False)
     result = train(cfg)
     ckpt = Path(result.checkpoint)
     _mark_done(out, ckpt, {"final_top1": result.final_top1, "epochs_done": result.epochs_done,
