@@ -40,7 +40,7 @@ def test_runner_is_self_contained_python38() -> None:
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert "ghostnet_edge" not in imported
-    assert imported <= {"__future__", "argparse", "json", "os", "platform", "resource", "signal", "sys",
+    assert imported <= {"__future__", "argparse", "importlib", "json", "os", "platform", "resource", "signal", "sys",
                         "tempfile", "time", "numpy", "ai_edge_litert", "tflite_runtime", "onnxruntime"}
 
 
