@@ -246,3 +246,18 @@ def test_disconnect_mid_run_keeps_partial_result_and_cleans_up(sshd: Server, tin
                  if any("device_runner.py" in c for c in (p.info["cmdline"] or []))
                  and any("/ghostedge." in c for c in (p.info["cmdline"] or []))]
     assert not leftovers
+
+
+def test_outputs_come_back_for_parity(sshd: Server, tiny: dict[str, Path]) -> None:
+    """Inputs go to the board, outputs come back: the board's logits match the NumPy reference."""
+    import numpy as np
+
+    from ghostnet_edge.runtime.artifacts import inspect_artifact
+    from ghostnet_edge.runtime.tiny_models import reference_logits
+
+    x = np.random.default_rng(4).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    target = parse_target(sshd.url())
+    with target.session(FAST) as session:
+        rec = session.measure(inspect_artifact(tiny["tiny_fp32.tflite"]), FAST, inputs=x)
+    assert rec["status"] == "ok" and rec["outputs"].shape == (3, 10)
+    np.testing.assert_allclose(rec["outputs"], reference_logits(x), atol=1e-4)

@@ -9,6 +9,7 @@ target is contacted.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,21 +148,34 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return data
 
 
-def find_key(obj: Any, key: str, want: type | tuple[type, ...] = str) -> Any:
-    """First value of ``key`` (of type ``want``) anywhere in nested dicts/lists, depth first."""
+def _dicts(obj: Any) -> Iterator[dict[str, Any]]:
+    """Every dict inside nested dicts/lists, depth first, parents before children."""
     if isinstance(obj, dict):
-        if key in obj and isinstance(obj[key], want):
-            return obj[key]
-        children = list(obj.values())
+        yield obj
+        children: Any = obj.values()
     elif isinstance(obj, list):
         children = obj
     else:
-        return None
+        return
     for child in children:
-        found = find_key(child, key, want)
-        if found is not None:
-            return found
-    return None
+        yield from _dicts(child)
+
+
+def find_key(obj: Any, key: str, want: type | tuple[type, ...] = str) -> Any:
+    """First value of ``key`` (of type ``want``) anywhere in nested dicts/lists, depth first."""
+    return next((d[key] for d in _dicts(obj) if isinstance(d.get(key), want)), None)
+
+
+def _as_preprocess(d: dict[str, Any]) -> dict[str, Any] | None:
+    if not all(k in d for k in ("input_size", "mean", "std")):
+        return None
+    resize = d["resize"] if isinstance(d.get("resize"), dict) else {}
+    size = d.get("resize_size", resize.get("shorter_side"))
+    if size is None:
+        return None
+    return {"input_size": [int(v) for v in d["input_size"]], "mean": [float(v) for v in d["mean"]],
+            "std": [float(v) for v in d["std"]], "resize_size": int(size),
+            "interpolation": d.get("interpolation", resize.get("interpolation", "bilinear"))}
 
 
 def find_preprocess(obj: Any) -> dict[str, Any] | None:
@@ -170,24 +184,7 @@ def find_preprocess(obj: Any) -> dict[str, Any] | None:
     Accepts checkpoint-meta style (``resize_size``, ``interpolation``) and the data stage's
     ``Preprocess.describe()`` style (``resize: {shorter_side, interpolation}``).
     """
-    if isinstance(obj, dict):
-        if all(k in obj for k in ("input_size", "mean", "std")):
-            resize = obj.get("resize") if isinstance(obj.get("resize"), dict) else {}
-            size = obj.get("resize_size", resize.get("shorter_side"))
-            if size is not None:
-                return {"input_size": [int(v) for v in obj["input_size"]], "mean": [float(v) for v in obj["mean"]],
-                        "std": [float(v) for v in obj["std"]], "resize_size": int(size),
-                        "interpolation": obj.get("interpolation", resize.get("interpolation", "bilinear"))}
-        children = list(obj.values())
-    elif isinstance(obj, list):
-        children = obj
-    else:
-        return None
-    for child in children:
-        found = find_preprocess(child)
-        if found is not None:
-            return found
-    return None
+    return next((p for d in _dicts(obj) if (p := _as_preprocess(d)) is not None), None)
 
 
 def describe_meta(*sources: Any) -> dict[str, Any]:

@@ -137,18 +137,15 @@ def parity_report(outputs: Any, reference: Any) -> dict[str, Any]:
             "top1_agreement": float(np.mean(a.argmax(1) == b.argmax(1)))}
 
 
-def _reference_outputs(reference: str, n: int, seed: int) -> tuple[Any, Any]:
+def _reference_outputs(reference: str, n: int, seed: int, threads: int) -> tuple[Any, Any]:
     """Seeded inputs at the reference model's size, and the reference's eager outputs on them."""
     import numpy as np
-    import torch
 
-    from ghostnet_edge.models.checkpoint import load_model
+    from ghostnet_edge.runtime.backends import load_runner
 
-    model, spec, _ = load_model(reference)
-    x = np.random.default_rng(seed).standard_normal((n, *spec.input_size)).astype(np.float32)
-    with torch.inference_mode():
-        y = model.eval()(torch.from_numpy(x)).float().numpy()
-    return x, y
+    ref = load_runner(reference, runtime="torch", threads=threads)
+    x = np.random.default_rng(seed).standard_normal((n, *ref.input_size)).astype(np.float32)
+    return x, ref.run(x)
 
 
 def measure_artifact(session: Any, artifact: Any, target_name: str, config: BenchConfig,
@@ -198,7 +195,8 @@ def bench(artifacts: Sequence[str | Path], target: str = "host", config: BenchCo
         tgt.check_artifact(info)
     inputs = reference_out = None
     if config.reference:
-        inputs, reference_out = _reference_outputs(config.reference, config.parity_samples, config.seed)
+        inputs, reference_out = _reference_outputs(config.reference, config.parity_samples, config.seed,
+                                                   config.threads)
     results: list[BenchResult] = []
     with tgt.session(config) as session:
         session.check(infos, config)

@@ -543,12 +543,15 @@ def input_batch(model: Model, inputs, seed: int):
     return np.random.default_rng(seed).standard_normal((n, c, h, w)).astype(np.float32)
 
 
-def write_json_atomic(path: str, obj: dict) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".runner.", dir=folder)
+def _atomic_write(path: str, write, suffix: str) -> None:
+    """Write through a temporary file in the same folder and rename it: never a half-written file.
+
+    (ghostnet_edge.utils.atomic does the same on the host; this script may not import the package.)
+    """
+    fd, tmp = tempfile.mkstemp(prefix=".runner.", suffix=suffix, dir=os.path.dirname(os.path.abspath(path)))
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -556,22 +559,18 @@ def write_json_atomic(path: str, obj: dict) -> None:
         except OSError:
             pass
         raise
+
+
+def write_json_atomic(path: str, obj: dict) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as fh:
+            json.dump(obj, fh)
+
+    _atomic_write(path, write, ".json")
 
 
 def save_npy_atomic(path: str, array) -> None:
-    np = _np()
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".outputs.", suffix=".npy", dir=folder)
-    os.close(fd)
-    try:
-        np.save(tmp, array)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    _atomic_write(path, lambda tmp: _np().save(tmp, array), ".npy")  # np.save keeps a name ending in .npy
 
 
 def _on_signal(signum, frame):

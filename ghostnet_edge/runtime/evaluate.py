@@ -108,7 +108,7 @@ def evaluate_artifact(artifact: str | Path, data: str | Path, split: str = "val"
         raise GhostEdgeError(f"{data} has no class labels, so accuracy cannot be measured",
                              "evaluate on a folder with one sub-folder per class (or an ImageNet/CIFAR layout)")
     dataset = align_classes(dataset, class_names, what=f"artifact {info.label}").subset(limit, seed=0)
-    ref_model = _reference_model(reference, threads) if reference is not None else None
+    ref = load_runner(reference, runtime="torch", threads=threads) if reference is not None else None
 
     hits1 = hits5 = seen = agree = 0
     for start in range(0, len(dataset), batch_size):
@@ -122,8 +122,8 @@ def evaluate_artifact(artifact: str | Path, data: str | Path, split: str = "val"
         hits1 += topk_hits(logits, y, 1)
         hits5 += topk_hits(logits, y, 5)
         seen += len(y)
-        if ref_model is not None:
-            agree += int((ref_model(x).argmax(1) == logits.argmax(1)).sum())
+        if ref is not None:
+            agree += int((ref.run(x).argmax(1) == logits.argmax(1)).sum())
     if seen == 0:
         raise GhostEdgeError(f"no image of {data} could be evaluated", "check the data folder")
     return {
@@ -131,23 +131,7 @@ def evaluate_artifact(artifact: str | Path, data: str | Path, split: str = "val"
         "runtime": runner.info()["runtime"], "runtime_version": runner.info()["version"], "data": str(data),
         "split": split, "top1": 100.0 * hits1 / seen, "top5": 100.0 * hits5 / seen, "n": seen,
         "skipped": len(dataset.bad_images), "reference": str(reference) if reference is not None else None,
-        "agreement_with_reference": (100.0 * agree / seen) if ref_model is not None else None,
+        "agreement_with_reference": (100.0 * agree / seen) if ref is not None else None,
         "preprocess": pre, "seconds": time.perf_counter() - t0,
     }
 
-
-def _reference_model(reference: str | Path, threads: int) -> Any:
-    """A callable float NCHW batch -> logits (NumPy) for the PyTorch reference."""
-    import torch
-
-    from ghostnet_edge.models import load_model
-
-    torch.set_num_threads(threads)
-    model, _, _ = load_model(reference)
-    model.eval()
-
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).float().numpy()
-
-    return run
