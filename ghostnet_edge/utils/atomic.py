@@ -98,6 +98,7 @@ def atomic_dir(final: Path | str, force: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0700 would hide the export from other users
     old = None
     if final.exists():
         old = final.parent / f".{final.name}.old-{os.getpid()}"
