@@ -69,16 +69,22 @@ def main(argv: list[str] | None = None) -> int:
         for run in range(runs):
             cfg = ExportConfig(model=args.model, calib=images, out=tmp / f"out{run}", num_calib=args.num_calib,
                                calib_method=args.method, threads=args.threads, formats=parse_formats(args.formats))
+            load0 = os.getloadavg()
             t0 = time.perf_counter()
             report = export_artifacts(cfg)
             wall = time.perf_counter() - t0
             print(f"\n== run {run + 1} ({'cache cold' if run == 0 else 'cache warm'}): {args.model} at 224, "
                   f"{args.num_calib} calibration images from {n} CIFAR test photos, {args.threads} threads, "
                   f"method {args.method}")
+            print(f"  {'stage':<26s}{'wall':>7s}   {'cpu':>7s}")
             for stage, s in report.timings.items():
-                print(f"  {stage:<26s}{s:7.2f} s")
+                cpu = report.cpu_timings.get(stage)
+                print(f"  {stage:<26s}{s:7.2f} s {cpu:7.2f} s" if cpu is not None else f"  {stage:<26s}{s:7.2f} s")
             print(f"  {'(package import)':<26s}{import_s:7.2f} s" if run == 0 else "", end="")
-            print(f"\n  total wall                {wall:7.2f} s   target {TARGET_S:.0f} s   "
+            cpu_total = sum(report.cpu_timings.values())
+            print(f"\n  total cpu (all threads)   {cpu_total:7.2f} s   load average before/after: "
+                  f"{load0[0]:.1f} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+            print(f"  total wall                {wall:7.2f} s   target {TARGET_S:.0f} s   "
                   f"ratio {wall / TARGET_S:.2f}  -> {'PASS' if wall <= TARGET_S else 'OVER'}")
             for a in report.artifacts:
                 c = a.check

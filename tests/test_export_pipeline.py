@@ -147,8 +147,10 @@ def test_embedded_metadata_lets_an_app_feed_the_model(full: dict) -> None:
 
 @pytest.mark.slow
 def test_same_inputs_give_byte_identical_artifacts(full: dict, checkpoint: Path, cifar_dir: Path) -> None:
+    """Again, with 2 threads: TFLite then converts beside the ONNX quantization, same bytes."""
     out2 = full["base"] / "b"
-    export_artifacts(_cfg(checkpoint, cifar_dir, out2))
+    report = export_artifacts(_cfg(checkpoint, cifar_dir, out2, threads=2))
+    assert "int8_onnx+tflite_convert (parallel)" in report.timings
     for name in ("model.onnx", "model_int8.onnx", "model_fp32.tflite", "model_int8.tflite", "labels.txt"):
         assert (out2 / name).read_bytes() == (full["out"] / name).read_bytes(), name
 

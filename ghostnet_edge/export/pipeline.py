@@ -5,8 +5,10 @@ Order of work, and why:
 1. Check everything cheap first (options, output folder, installed converters, checkpoint, input
    size, image folders) so a mistake fails in seconds, before any conversion.
 2. Draw a held-out verification set, then a disjoint calibration set from the remaining images.
-3. FP32 ONNX -> verify -> INT8 ONNX (onnxruntime QDQ, or NNCF with accuracy control) -> verify ->
-   TFLite FP32/INT8 from that same verified ONNX -> verify. Each check runs on the held-out images.
+3. FP32 ONNX -> verify; then INT8 ONNX (onnxruntime QDQ, or NNCF with accuracy control) -> verify,
+   and TFLite FP32/INT8 from that same verified ONNX -> verify. With 2+ threads the TFLite converter
+   (single-threaded calibration) runs in a worker thread beside the ONNX quantization. Every check
+   runs on the held-out images.
 4. labels.txt, quant_report.json/.md and finally manifest.json (hashes of all the others).
 
 Everything is written into a staging folder next to ``--out`` and swapped in only when every artifact
@@ -24,6 +26,7 @@ import shutil
 import time
 import warnings as warnings_mod
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,11 +103,14 @@ class ExportReport:
     warnings: list[str]
     manifest: dict[str, Any]
     files: list[str] = field(default_factory=list)
+    cpu_timings: dict[str, float] = field(default_factory=dict)
+
+    wall_seconds: float = 0.0
 
     @property
     def total_seconds(self) -> float:
-        """Sum of the stages (``a.b`` entries are parts of stage ``a`` and not added again)."""
-        return float(sum(v for k, v in self.timings.items() if "." not in k))
+        """Wall time of the whole export (stages may overlap, so this is not their sum)."""
+        return self.wall_seconds
 
 
 # --------------------------------------------------------------------------------------------------
@@ -202,9 +208,9 @@ def check_dependencies(cfg: ExportConfig) -> dict[str, str]:
     for module, package, purpose in need:
         require(module, package, purpose)
     if "tflite" in cfg.formats:
-        from ghostnet_edge.export.tflite.verify import _interpreter_class
+        from ghostnet_edge.export.tflite.verify import interpreter_backend
 
-        _interpreter_class("auto")  # raises MissingDependencyError naming ai-edge-litert
+        interpreter_backend("auto")  # raises MissingDependencyError naming ai-edge-litert
     return {m: p for m, p, _ in need}
 
 
@@ -255,16 +261,24 @@ def label_indices(labels: Sequence[str | None], class_names: Sequence[str],
 
 
 class _Timer:
+    """Wall and CPU seconds per stage (CPU time of all threads: on a shared machine wall time alone
+    says little, and CPU / wall shows how well a stage used the cores)."""
+
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
 
     @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        t0 = time.perf_counter()
+    def stage(self, name: str, cpu: bool = True) -> Iterator[None]:
+        """Time a stage; ``cpu=False`` for stages overlapping another thread's work (CPU time is per
+        process, so it would include the other thread's)."""
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
             self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
+            if cpu:
+                self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - c0
 
 
 def _load(cfg: ExportConfig, warnings: list[str]) -> tuple[Any, Any, dict[str, Any], bool]:
@@ -304,6 +318,7 @@ def export_artifacts(config: ExportConfig) -> ExportReport:
     converters are imported, and only then is anything written, into a staging folder.
     """
     timer = _Timer()
+    t_start = time.perf_counter()
     warnings: list[str] = []
     with timer.stage("checks"):
         cfg = validate_config(config)
@@ -340,6 +355,8 @@ def export_artifacts(config: ExportConfig) -> ExportReport:
     with atomic_dir(out, force=cfg.force) as staging:
         report = _run(cfg, staging, out, timer, warnings, (model, spec, meta, trained), calib_set, verify_set)
     report.out_dir = out
+    report.cpu_timings = dict(timer.cpu)
+    report.wall_seconds = time.perf_counter() - t_start
     for a in report.artifacts:
         a.path = out / a.name
     return report
@@ -421,59 +438,45 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
     elif not check.passed:
         raise ExportError(f"the intermediate ONNX model failed its check: {check.reason}", _fail_hint("fp32", "onnx"))
 
-    # ---- ONNX INT8 ----------------------------------------------------------------------------------
-    if cfg.int8 and "onnx" in cfg.formats:
-        from ghostnet_edge.export.onnx.quantize import activation_choice_dict, choose_activation_type
+    # ---- INT8 ONNX and TFLite, side by side ---------------------------------------------------------
+    # TFLite's converter calibrates on one core (measured: CPU time ~ wall time), so with 2+ threads it
+    # runs in a worker thread while onnxruntime quantizes on the remaining cores. Both only read the
+    # verified FP32 ONNX file and write their own files; the results do not depend on the overlap.
+    parallel = "tflite" in cfg.formats and threads >= 2
+    ort_threads = max(1, threads - 1) if parallel else threads
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tflite") if parallel else None
+    t_fp32 = staging / "model_fp32.tflite"
+    t_int8 = staging / "model_int8.tflite" if cfg.int8 else None
+    tflite_args = (onnx_fp32, t_fp32, t_int8, xc, cfg, labels, {**prep_desc, "layout": "NHWC"})
+    region_cpu0, region_t0 = time.process_time(), time.perf_counter()
+    try:
+        tflite_job = pool.submit(_convert_tflite, *tflite_args) if pool is not None else None
+        if cfg.int8 and "onnx" in cfg.formats:
+            quantization = _onnx_int8(cfg, staging, work, onnx_fp32, xc, xv, yv, ref, val, onnx_meta, ort_threads,
+                                      enforce_int8, n_report, timer, sections, _keep, cpu=not parallel)
+        tflite_res = None
+        if tflite_job is not None:
+            tflite_res, wall = tflite_job.result()
+            timer.timings["tflite_convert"] = wall
+        elif "tflite" in cfg.formats:
+            with timer.stage("tflite_convert"):
+                tflite_res, _ = _convert_tflite(*tflite_args)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)  # never leave the converter writing into a folder being removed
+    if parallel:
+        timer.cpu["int8_onnx+tflite_convert (parallel)"] = time.process_time() - region_cpu0
+        timer.timings["int8_onnx+tflite_convert (parallel)"] = time.perf_counter() - region_t0
 
-        choice = choose_activation_type(cfg.act_type)
-        q_path = staging / "model_int8.onnx"
-        with timer.stage("onnx_quantize"):
-            if cfg.max_drop is not None and val is not None:
-                from ghostnet_edge.export.onnx.nncf import quantize_with_accuracy_control
-
-                res = quantize_with_accuracy_control(onnx_fp32, q_path, xc, val[0], val[1], cfg.max_drop,
-                                                     choice, cfg.per_channel, metadata=onnx_meta, threads=threads)
-                choice = res.activation
-                quantization = {"tool": "nncf.quantize_with_accuracy_control", "max_drop": cfg.max_drop,
-                                "float_input_nodes": res.float_input_nodes}
-            else:
-                from ghostnet_edge.export.onnx.quantize import quantize_onnx
-
-                quantize_onnx(onnx_fp32, q_path, xc, cfg.calib_method, choice, cfg.per_channel,
-                              metadata=onnx_meta, work_dir=work, threads=threads)
-                quantization = {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ"}
-        quantization.update({"activation_type": choice.dtype, "activation_reason": choice.reason,
-                             "reduce_range": choice.reduce_range, "target": choice.target,
-                             "weights": "int8 symmetric " + ("per-channel" if cfg.per_channel else "per-tensor"),
-                             "calibration_method": cfg.calib_method, "activation": activation_choice_dict(choice)})
-        with timer.stage("onnx_int8_verify"):
-            sess = ov.ort_session(q_path, threads)
-            out_q = ov.run_onnx(sess, xv)
-            del sess
-            if val is not None:
-                _note_val_accuracy(quantization, model, onnx_fp32, q_path, val, threads)
-            qcheck = ov.check_int8("model_int8.onnx", ref, out_q, cfg.min_agreement, yv, enforce=enforce_int8)
-        with timer.stage("onnx_int8_layer_report"):
-            layers = ov.per_layer_sqnr(onnx_fp32, q_path, xv[:n_report], work, threads=threads)
-            sections.append(rp.artifact_section("model_int8.onnx", rp.onnx_layer_rows(layers),
-                                                qcheck.to_dict(), n_report))
-        _keep("model_int8.onnx", "onnx", "int8", qcheck)
-
-    # ---- TFLite ---------------------------------------------------------------------------------------
+    # ---- TFLite checks -----------------------------------------------------------------------------------
     tflite_io = None
-    if "tflite" in cfg.formats:
-        from ghostnet_edge.export.tflite.convert import convert_onnx_to_tflite
+    if tflite_res is not None:
         from ghostnet_edge.export.tflite.verify import fp32_tolerance, per_layer_sqnr, run_tflite
 
-        t_fp32, t_int8 = staging / "model_fp32.tflite", (staging / "model_int8.tflite" if cfg.int8 else None)
-        prep_nhwc = {**prep_desc, "layout": "NHWC"}
-        with timer.stage("tflite_convert"):
-            res = convert_onnx_to_tflite(onnx_fp32, t_fp32, t_int8, representative=xc, io_dtype=cfg.io_dtype,
-                                         per_channel=cfg.per_channel, labels=labels, preprocessing=prep_nhwc)
         # The converter's own split (translation, FP32, INT8 incl. its calibration), for the benchmark.
-        timer.timings["tflite_convert.translate"] = res.translate_seconds
-        timer.timings["tflite_convert.fp32"] = res.fp32_seconds or 0.0
-        timer.timings["tflite_convert.int8"] = res.int8_seconds or 0.0
+        timer.timings["tflite_convert.translate"] = tflite_res.translate_seconds
+        timer.timings["tflite_convert.fp32"] = tflite_res.fp32_seconds or 0.0
+        timer.timings["tflite_convert.int8"] = tflite_res.int8_seconds or 0.0
         with timer.stage("tflite_verify"):
             out_t = run_tflite(t_fp32, xv, num_threads=threads)
             tcheck = ov.check_fp32("model_fp32.tflite", ref, out_t, fp32_tolerance(ref, cfg.tolerance), yv)
@@ -489,7 +492,7 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
                 sections.append(rp.artifact_section("model_int8.tflite", rp.tflite_layer_rows(tl),
                                                     tqcheck.to_dict(), n_report))
             _keep("model_int8.tflite", "tflite", "int8", tqcheck)
-            tflite_io = mf.tflite_io_entry(res)
+            tflite_io = mf.tflite_io_entry(tflite_res)
 
     # ---- labels, reports, manifest ----------------------------------------------------------------------
     with timer.stage("manifest"):
@@ -524,7 +527,62 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
     return ExportReport(out, artifacts, timer.timings, warnings, manifest, files)
 
 
-def _note_val_accuracy(quantization: dict[str, Any], model: Any, fp32: Path, q: Path,
+def _convert_tflite(onnx_fp32: Path, t_fp32: Path, t_int8: Path | None, xc: np.ndarray | None,
+                    cfg: ExportConfig, labels: list[str], prep: dict[str, Any]) -> tuple[Any, float]:
+    """The TFLite stage's converter (FP32 and, with ``t_int8``, full-integer INT8); returns (result, wall s)."""
+    from ghostnet_edge.export.tflite.convert import convert_onnx_to_tflite
+
+    t0 = time.perf_counter()
+    res = convert_onnx_to_tflite(onnx_fp32, t_fp32, t_int8, representative=xc if t_int8 is not None else None,
+                                 io_dtype=cfg.io_dtype, per_channel=cfg.per_channel, labels=labels,
+                                 preprocessing=prep)
+    return res, time.perf_counter() - t0
+
+
+def _onnx_int8(cfg: ExportConfig, staging: Path, work: Path, onnx_fp32: Path, xc: np.ndarray, xv: np.ndarray,
+               yv: np.ndarray | None, ref: np.ndarray, val: tuple[np.ndarray, np.ndarray] | None,
+               onnx_meta: dict[str, str], threads: int, enforce: bool, n_report: int, timer: _Timer,
+               sections: list[dict[str, Any]], keep: Any, cpu: bool) -> dict[str, Any]:
+    """Quantize (onnxruntime QDQ, or NNCF with accuracy control), check, and report per layer."""
+    from ghostnet_edge.export import report as rp
+    from ghostnet_edge.export.onnx import verify as ov
+    from ghostnet_edge.export.onnx.quantize import activation_choice_dict, choose_activation_type
+
+    choice = choose_activation_type(cfg.act_type)
+    q_path = staging / "model_int8.onnx"
+    with timer.stage("onnx_quantize", cpu=cpu):
+        if cfg.max_drop is not None and val is not None:
+            from ghostnet_edge.export.onnx.nncf import quantize_with_accuracy_control
+
+            res = quantize_with_accuracy_control(onnx_fp32, q_path, xc, val[0], val[1], cfg.max_drop,
+                                                 choice, cfg.per_channel, metadata=onnx_meta, threads=threads)
+            choice = res.activation
+            quantization: dict[str, Any] = {"tool": "nncf.quantize_with_accuracy_control", "max_drop": cfg.max_drop,
+                                            "float_input_nodes": res.float_input_nodes}
+        else:
+            from ghostnet_edge.export.onnx.quantize import quantize_onnx
+
+            quantize_onnx(onnx_fp32, q_path, xc, cfg.calib_method, choice, cfg.per_channel,
+                          metadata=onnx_meta, work_dir=work, threads=threads)
+            quantization = {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ"}
+    quantization.update({"activation_type": choice.dtype, "activation_reason": choice.reason,
+                         "reduce_range": choice.reduce_range, "target": choice.target,
+                         "weights": "int8 symmetric " + ("per-channel" if cfg.per_channel else "per-tensor"),
+                         "calibration_method": cfg.calib_method, "activation": activation_choice_dict(choice)})
+    with timer.stage("onnx_int8_verify", cpu=cpu):
+        out_q = ov.run_onnx(ov.ort_session(q_path, threads), xv)
+        if val is not None:
+            _note_val_accuracy(quantization, onnx_fp32, q_path, val, threads)
+        qcheck = ov.check_int8("model_int8.onnx", ref, out_q, cfg.min_agreement, yv, enforce=enforce)
+    with timer.stage("onnx_int8_layer_report", cpu=cpu):
+        layers = ov.per_layer_sqnr(onnx_fp32, q_path, xv[:n_report], work, threads=threads)
+        sections.append(rp.artifact_section("model_int8.onnx", rp.onnx_layer_rows(layers),
+                                            qcheck.to_dict(), n_report))
+    keep("model_int8.onnx", "onnx", "int8", qcheck)
+    return quantization
+
+
+def _note_val_accuracy(quantization: dict[str, Any], fp32: Path, q: Path,
                        val: tuple[np.ndarray, np.ndarray], threads: int) -> None:
     """Top-1 of FP32 and INT8 ONNX on the labelled validation images, into the quantization record."""
     from ghostnet_edge.export.onnx import verify as ov
