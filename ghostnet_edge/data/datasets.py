@@ -60,6 +60,8 @@ _ALL_SPLIT_DIRS = frozenset(name for names in _SPLIT_DIRS.values() for name in n
 # Tags that keep the data-order and augmentation random streams apart (SeedSequence pads with zeros,
 # so distinct non-zero tags are needed rather than relying on list length).
 _TAG_AUGMENT = 0xA5A5
+# Part of the decoded-array cache's file names: bump it when their content or JSON changes.
+_ARRAY_CACHE_VERSION = "v1"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -501,11 +503,14 @@ def _subdirs(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def pick_split_dir(names: set[str] | frozenset[str], split: str) -> str | None:
+    """Which of the folder ``names`` holds ``split`` (``val`` falls back to ``validation``, ``test``, ...)."""
+    return next((name for name in _SPLIT_DIRS[split] if name in names), None)
+
+
 def _split_root(path: Path, split: str) -> Path | None:
-    for name in _SPLIT_DIRS[split]:
-        if (path / name).is_dir():
-            return path / name
-    return None
+    name = pick_split_dir({d.name for d in _subdirs(path)}, split)
+    return path / name if name else None
 
 
 def _class_dirs(root: Path) -> list[Path]:
@@ -567,7 +572,8 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
         ("numpy", "dtype"),
         ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "scalar"),
-        ("_codecs", "encode"),
+        ("_codecs", "encode"),                       # bytes in protocol-2 pickles written by Python 3
+        ("__builtin__", "bytes"), ("builtins", "bytes"),
     }
 
     def find_class(self, module: str, name: str) -> Any:
@@ -677,74 +683,110 @@ def tar_cache_folder(tar_path: Path, cache_dir: str | Path | None = None) -> Pat
     return Path(cache_dir or default_cache_dir()) / "datasets" / f"{stem}-{st.st_size}-{st.st_mtime_ns}"
 
 
-def extract_tar(tar_path: Path, cache_dir: str | Path | None = None) -> Path:
-    """Extract ``tar_path`` once into the cache and return the extracted folder.
+def tar_tree(tar_path: Path, folder: Path) -> dict[str, Any]:
+    """``{"root": top folder or "", "splits": [split folder names]}`` of a tar, from one scan of its headers.
 
-    The tree is extracted into a temporary folder and renamed into place, so an interrupted
-    extraction never leaves a partial tree that later runs would trust.
+    Cached next to the extraction, so a later run that finds its decoded arrays never reads the tar.
+    """
+    path = folder / "tree.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    try:
+        with tarfile.open(tar_path) as tar:
+            names = [m.name.strip("/") for m in tar.getmembers()]
+    except (tarfile.TarError, OSError) as exc:
+        raise DataError(f"cannot read {tar_path}: {exc}", "check the archive with: tar tf FILE") from exc
+    tops = {n.split("/")[0] for n in names if n and not n.startswith(".")}
+    root = next(iter(tops)) if len(tops) == 1 and any("/" in n for n in names) else ""
+    prefix = f"{root}/" if root else ""
+    children = {n[len(prefix):].split("/")[0] for n in names if n.startswith(prefix) and "/" in n[len(prefix):]}
+    tree = {"root": root, "splits": sorted(children & _ALL_SPLIT_DIRS)}
+    atomic_write_json(path, tree)
+    return tree
+
+
+def extract_tar(tar_path: Path, cache_dir: str | Path | None = None, subtree: str = "") -> Path:
+    """Extract ``tar_path`` (or only the members under ``subtree``) once into the cache.
+
+    Returns ``<cache>/files`` (the extracted tree). Members are extracted into a temporary folder and
+    renamed into place, so an interrupted extraction never leaves a partial tree later runs would trust.
+    Only one split is extracted at a time: 10,000 CIFAR test images take a sixth of the full tree's time.
     """
     folder = tar_cache_folder(tar_path, cache_dir)
-    final = folder / "files"
+    files = folder / "files"
+    final = files / subtree if subtree else files
     if final.is_dir():
-        return final
+        return files
     with _locked(folder.parent / f".{folder.name}.lock"):
         if final.is_dir():
-            return final
+            return files
         folder.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".files.extracting-", dir=folder))
         try:
             with tarfile.open(tar_path) as tar:
+                members = [m for m in tar.getmembers() if not subtree or m.name.strip("/") == subtree
+                           or m.name.startswith(subtree.rstrip("/") + "/")]
                 # "data" filter: no absolute paths, no '..', no device files or links escaping the tree.
-                tar.extractall(staging, filter="data")
-            os.replace(staging, final)
+                tar.extractall(staging, members=members, filter="data")
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / subtree if subtree else staging, final)
         except (tarfile.TarError, OSError) as exc:
-            shutil.rmtree(staging, ignore_errors=True)
             raise DataError(f"cannot extract {tar_path}: {exc}", "check the archive (tar tf FILE) and free disk space") from exc
-        except BaseException:
+        finally:
             shutil.rmtree(staging, ignore_errors=True)
-            raise
-    return final
-
-
-def _tree_root(extracted: Path) -> Path:
-    """Step into a single top-level folder (``cifar10/``) if that is all the tar holds."""
-    entries = [p for p in extracted.iterdir() if not p.name.startswith(".")]
-    if len(entries) == 1 and entries[0].is_dir():
-        return entries[0]
-    return extracted
+    return files
 
 
 def tar_dataset(tar_path: Path, split: str, preprocess: Preprocess | None, skip_bad_images: bool = False,
                 cache_dir: str | Path | None = None) -> ImageDataset:
-    """A tar of a folder layout: extracted once; small same-size images also cached as a uint8 array."""
-    files_ds = folder_dataset(_tree_root(extract_tar(tar_path, cache_dir)), split, preprocess, skip_bad_images)
+    """A tar of a folder layout: the split is extracted once; small same-size images are also decoded
+    once into a uint8 array that later runs read instead of the files."""
+    folder = tar_cache_folder(tar_path, cache_dir)
+    tree = tar_tree(tar_path, folder)
+    split_dir = pick_split_dir(frozenset(tree["splits"]), split)
+    if tree["splits"] and split_dir is None:
+        raise DataError(f"{tar_path} has no '{split}' split (found: {', '.join(tree['splits'])})",
+                        f"choose --split {tree['splits'][0]}")
+    subtree = "/".join(p for p in (tree["root"], split_dir) if p)
+    key = f"{split_dir or 'all'}.{_ARRAY_CACHE_VERSION}"
+    cached = _load_array_cache(folder, key, preprocess, skip_bad_images)
+    if cached is not None:
+        return cached
+    files = extract_tar(tar_path, cache_dir, subtree)
+    files_ds = folder_dataset(files / tree["root"] if tree["root"] else files, split, preprocess, skip_bad_images)
     if not isinstance(files_ds, FileDataset) or not files_ds.samples:
         return files_ds
     first = files_ds.load_uint8(0)
     if max(first.shape[:2]) > SMALL_INPUT_MAX:
         return files_ds  # large photos: decoding them all into RAM would not pay off
-    return _cached_array_dataset(files_ds, tar_cache_folder(tar_path, cache_dir), skip_bad_images)
+    return _cached_array_dataset(files_ds, folder, key, skip_bad_images)
 
 
-def _cached_array_dataset(files_ds: FileDataset, folder: Path, skip_bad_images: bool) -> ImageDataset:
-    """Decode every image of ``files_ds`` once into ``<split folder>.images.npy`` and reuse it after."""
-    # Keyed by the split folder actually opened ("test" serves both --split val and test).
-    key = Path(files_ds.source).name
-    images_path, info_path = folder / f"{key}.images.npy", folder / f"{key}.json"
+def _cached_array_dataset(files_ds: FileDataset, folder: Path, key: str, skip_bad_images: bool) -> ImageDataset:
+    """Decode every image of ``files_ds`` once into ``<key>.images.npy`` (+ ``<key>.json``) and open it."""
     with _locked(folder.parent / f".{folder.name}.lock"):
-        if not (images_path.is_file() and info_path.is_file()):
-            _build_array_cache(files_ds, images_path, info_path)
+        if not (folder / f"{key}.images.npy").is_file() or not (folder / f"{key}.json").is_file():
+            _build_array_cache(files_ds, folder / f"{key}.images.npy", folder / f"{key}.json")
+    ds = _load_array_cache(folder, key, files_ds.preprocess, skip_bad_images)
+    return files_ds if ds is None else ds
+
+
+def _load_array_cache(folder: Path, key: str, preprocess: Preprocess | None,
+                      skip_bad_images: bool) -> ArrayDataset | None:
+    """The cached split as an ArrayDataset; None when absent or when its images differ in size."""
+    images_path, info_path = folder / f"{key}.images.npy", folder / f"{key}.json"
+    if not (images_path.is_file() and info_path.is_file()):
+        return None
     info = json.loads(info_path.read_text())
     if info["bad"] and not skip_bad_images:
         first, more = info["bad"][0], len(info["bad"]) - 1
         raise BadImageError(first["path"], first["reason"] + (f" (and {more} more bad images)" if more else ""))
     if info.get("mixed_sizes"):
-        return files_ds
-    images = np.load(images_path, mmap_mode="r")
-    ds = ArrayDataset(images, info["labels"], info["classes"], files_ds.preprocess, files_ds.source,
-                      skip_bad_images, names=info["names"])
-    ds.layout = files_ds.layout + "+npy"
-    ds.unsplit = files_ds.unsplit
+        return None
+    ds = ArrayDataset(np.load(images_path, mmap_mode="r"), info["labels"], info["classes"], preprocess,
+                      info["source"], skip_bad_images, names=info["names"])
+    ds.layout = info["layout"] + "+npy"
+    ds.unsplit = info["unsplit"]
     ds.bad_images = [b["path"] for b in info["bad"]]
     return ds
 
@@ -771,4 +813,5 @@ def _build_array_cache(files_ds: FileDataset, images_path: Path, info_path: Path
     with atomic_path(images_path, suffix=".npy") as tmp:
         np.save(tmp, np.stack(decoded) if decoded and not mixed else np.zeros((0, 1, 1, 3), np.uint8))
     atomic_write_json(info_path, {"classes": files_ds.classes, "labels": labels, "names": names,
-                                  "bad": bad, "mixed_sizes": mixed})
+                                  "bad": bad, "mixed_sizes": mixed, "source": files_ds.source,
+                                  "layout": files_ds.layout, "unsplit": files_ds.unsplit})

@@ -1,0 +1,167 @@
+"""Training speed of the 32x32 GhostNet forms: eager fp32 vs the tuned options, side by side in one run.
+
+Usage::
+
+    python benchmarks/train_speed.py                       # 0.5x/1.0x/1.3x, 2 threads, batch 128
+    python benchmarks/train_speed.py --models ghostnet_cifar_050 --compile --json out.json
+
+Each configuration runs full SGD steps (forward, backward, nesterov update) on a fixed batch, in
+interleaved rounds (A B C A B C ...) so slow drift of a shared machine hits every configuration alike;
+the median round is reported with the ratio to eager fp32 measured in the same run. Each option is also
+checked for determinism: two fresh 3-step runs from the same seed must give identical bytes.
+The data pipeline is timed on its own (uint8 cache -> augmented float batch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+CONFIGS = {  # name -> (channels_last, bf16, compile)
+    "eager fp32": (False, False, False),
+    "channels_last": (True, False, False),
+    "bf16 autocast": (False, True, False),
+    "channels_last + bf16": (True, True, False),
+}
+
+
+def make_step(model_name: str, channels_last: bool, bf16: bool, compile_: bool, seed: int = 0):
+    import torch
+
+    from ghostnet_edge.models import create_model
+    from ghostnet_edge.train.evaluate import autocast
+    from ghostnet_edge.train.schedule import param_groups
+
+    torch.manual_seed(seed)
+    model = create_model(model_name, num_classes=10, seed=seed).train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(param_groups(model, 5e-4), lr=0.05, momentum=0.9, nesterov=True)
+    net = torch.compile(model) if compile_ else model
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step(x, y):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(bf16):
+            logits = net(x)
+        loss = loss_fn(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return model, step
+
+
+def fingerprint(model) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def deterministic(model_name: str, opts: tuple[bool, bool, bool], batch) -> bool:
+    prints = []
+    for _ in range(2):
+        import torch
+
+        torch.manual_seed(1)  # dropout masks
+        model, step = make_step(model_name, *opts)
+        for _ in range(3):
+            step(*batch)
+        prints.append(fingerprint(model))
+    return prints[0] == prints[1]
+
+
+def data_pipeline_speed(batch_size: int, seconds: float = 3.0) -> dict:
+    """Images/s of the training loader on the digits data (uint8 array -> crop/flip -> normalised NCHW)."""
+    from ghostnet_edge.data import iterate_batches, open_dataset
+    from ghostnet_edge.models import get_spec
+
+    ds = open_dataset("digits", "train", get_spec("ghostnet_cifar_050"), train=True)
+    n, t0, epoch = 0, time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds:
+        for x, _ in iterate_batches(ds, batch_size, shuffle=True, seed=0, epoch=epoch, drop_last=True):
+            n += len(x)
+        epoch += 1
+    return {"images_per_s": n / (time.perf_counter() - t0)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["ghostnet_cifar_050", "ghostnet_cifar_100", "ghostnet_cifar_130"])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile)")
+    ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from ghostnet_edge.train.speed import native_bf16, resolve_speed
+    from ghostnet_edge.utils.versions import machine_description, package_versions
+
+    torch.set_num_threads(args.threads)
+    configs = dict(CONFIGS)
+    if args.compile:
+        configs["torch.compile"] = (False, False, True)
+    g = torch.Generator().manual_seed(0)
+    batch = (torch.randn(args.batch_size, 3, 32, 32, generator=g), torch.randint(0, 10, (args.batch_size,), generator=g))
+    machine = machine_description()
+    print(f"{machine['cpu']}, {machine['cores']} cores, torch {torch.__version__}, threads {args.threads}, "
+          f"batch {args.batch_size}, native bf16: {native_bf16()}, load avg {os.getloadavg()[0]:.1f}")
+    results: dict = {"machine": machine, "versions": package_versions(), "threads": args.threads,
+                     "batch_size": args.batch_size, "models": {}}
+    for name in args.models:
+        steps, setup = {}, {}
+        for cname, opts in configs.items():
+            t0 = time.perf_counter()
+            _, step = make_step(name, *opts)
+            step(*batch)  # warm-up (and compilation)
+            setup[cname] = time.perf_counter() - t0
+            steps[cname] = step
+        rates: dict[str, list[float]] = {c: [] for c in configs}
+        for _ in range(args.rounds):
+            for cname, step in steps.items():
+                t0 = time.perf_counter()
+                for _ in range(args.steps):
+                    step(*batch)
+                rates[cname].append(args.steps * args.batch_size / (time.perf_counter() - t0))
+        base = statistics.median(rates["eager fp32"])
+        rows = {}
+        print(f"\n{name}")
+        print(f"  {'config':<22} {'img/s':>8} {'x eager':>8} {'setup s':>8}  deterministic")
+        for cname, opts in configs.items():
+            med = statistics.median(rates[cname])
+            det = deterministic(name, opts, batch)
+            rows[cname] = {"images_per_s": med, "ratio": med / base, "rounds": rates[cname],
+                           "setup_seconds": setup[cname], "deterministic": det}
+            print(f"  {cname:<22} {med:8.1f} {med / base:8.2f} {setup[cname]:8.1f}  {det}")
+        results["models"][name] = rows
+    auto = resolve_speed(None, None, args.threads)
+    print(f"\ntrainer's automatic choice on this CPU: channels_last={auto['channels_last']}, bf16={auto['bf16']}")
+    results["auto_choice"] = auto
+    pipe = data_pipeline_speed(args.batch_size)
+    print(f"data pipeline (digits, crop+flip+normalise, 1 process): {pipe['images_per_s']:.0f} img/s")
+    results["data_pipeline"] = pipe
+    if args.json:
+        from ghostnet_edge.utils.atomic import atomic_write_json
+
+        atomic_write_json(args.json, results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
