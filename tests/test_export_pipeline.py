@@ -189,6 +189,28 @@ def test_random_weights_warn_and_input_size_override(cifar_dir: Path, tmp_path: 
     assert (out / "labels.txt").read_text().splitlines()[0] == "class_0"
 
 
+@pytest.mark.slow
+def test_max_drop_with_labelled_data_uses_nncf(checkpoint: Path, cifar_dir: Path, tmp_path: Path) -> None:
+    """--max-drop + --val-data: NNCF's accuracy-aware quantization, accuracy of both models recorded."""
+    pytest.importorskip("nncf")
+    import shutil
+
+    val = tmp_path / "val"
+    for cls in ("cat", "dog", "ship"):
+        shutil.copytree(cifar_dir / cls, val / cls)
+    out = tmp_path / "exp"
+    report = export_artifacts(_cfg(checkpoint, cifar_dir, out, formats=("onnx",), num_calib=8, max_drop=0.5,
+                                   val_data=val))
+    q = report.manifest["quantization"]
+    assert q["tool"] == "nncf.quantize_with_accuracy_control" and q["max_drop"] == 0.5
+    assert q["validation"]["num_images"] == 15 and isinstance(q["float_nodes"], list)
+    assert 0.0 <= q["validation"]["accuracy_int8"] <= 1.0
+    assert [a.name for a in report.artifacts] == ["model.onnx", "model_int8.onnx"]
+    from google.protobuf.internal import enum_type_wrapper as etw
+
+    assert "__or__" not in vars(etw.EnumTypeWrapper)  # NNCF's import shim was removed again
+
+
 # ---- bad input: one clear error each, nothing written ----------------------------------------------------
 
 

@@ -558,7 +558,7 @@ def _onnx_int8(cfg: ExportConfig, staging: Path, work: Path, onnx_fp32: Path, xc
                                                  choice, cfg.per_channel, metadata=onnx_meta, threads=threads)
             choice = res.activation
             quantization: dict[str, Any] = {"tool": "nncf.quantize_with_accuracy_control", "max_drop": cfg.max_drop,
-                                            "float_input_nodes": res.float_input_nodes}
+                                            "float_nodes": res.float_nodes}
         else:
             from ghostnet_edge.export.onnx.quantize import quantize_onnx
 

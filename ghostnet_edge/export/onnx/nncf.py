@@ -33,7 +33,7 @@ class NncfResult:
     num_calib: int
     max_drop: float
     num_qdq_nodes: int
-    float_input_nodes: list[str]  # Conv/Gemm nodes whose input NNCF left unquantized (e.g. reverted)
+    float_nodes: list[str]  # Conv/Gemm nodes whose weights NNCF left in float (reverted to meet max_drop)
 
 
 @contextlib.contextmanager
@@ -112,13 +112,16 @@ def quantize_with_accuracy_control(fp32_path: Path | str, out_path: Path | str, 
         raise ExportError(f"NNCF accuracy-aware quantization failed: {exc}",
                           "try without --max-drop (onnxruntime static quantization)") from exc
     qdq_outputs = {o for n in quantized.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    float_input_nodes = sorted(n.name for n in quantized.graph.node
-                         if n.op_type in ("Conv", "Gemm", "MatMul") and not any(i in qdq_outputs for i in n.input[:1]))
+    # A Conv/Gemm whose weights do not come through a DequantizeLinear runs in float: NNCF's
+    # accuracy restorer reverted it (or never quantized it).
+    float_nodes = sorted(n.name for n in quantized.graph.node
+                         if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1
+                         and n.input[1] not in qdq_outputs)
     meta = dict(metadata or {})
     meta["ghostedge.quantization"] = json.dumps(
         {"format": "QDQ", "tool": "nncf.quantize_with_accuracy_control", "max_drop": max_drop,
          "weights": "int8 " + ("per-channel" if per_channel else "per-tensor"), "preset": preset.value,
-         "num_calib": int(len(calib)), "float_input_nodes": float_input_nodes}, sort_keys=True)
+         "num_calib": int(len(calib)), "float_nodes": float_nodes}, sort_keys=True)
     quantized = canonicalize(quantized, meta)
     atomic_write_bytes(out_path, quantized.SerializeToString())
     act = activation or ActivationChoice("uint8", False, "x86_64", "")
@@ -126,4 +129,4 @@ def quantize_with_accuracy_control(fp32_path: Path | str, out_path: Path | str, 
                            f"NNCF preset {preset.value}: " + ("asymmetric (u8) activations" if preset.value == "mixed"
                                                              else "symmetric (s8) activations"))
     n_qdq = sum(1 for n in quantized.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear"))
-    return NncfResult(Path(out_path), act, per_channel, int(len(calib)), max_drop, n_qdq, float_input_nodes)
+    return NncfResult(Path(out_path), act, per_channel, int(len(calib)), max_drop, n_qdq, float_nodes)
