@@ -40,6 +40,7 @@ def test_export_prints_the_summary_table(photos: Path, tmp_path: Path, capsys: p
     assert rc == 0, captured.err
     for text in ("model.onnx", "model_int8.onnx", "max |diff| to PyTorch", "top-1 agreement", str(out)):
         assert text in captured.out, text
+    assert "calibrated on 8 images" in captured.out and "checked on 4 held-out images" in captured.out
     assert "random weights" in captured.err  # the --model warning comes first, on stderr
     m = json.loads((out / "manifest.json").read_text())
     assert m["config"]["calib_method"] == "percentile" and m["calibration"]["count"] == 8

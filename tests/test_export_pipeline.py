@@ -171,11 +171,19 @@ def test_force_replaces_without_mixing(checkpoint: Path, cifar_dir: Path, tmp_pa
 
 
 def test_failed_check_writes_nothing(checkpoint: Path, cifar_dir: Path, tmp_path: Path) -> None:
+    """A failed check leaves no folder; with --force over an old export, the old one stays untouched."""
     out = tmp_path / "exp"
     with pytest.raises(ExportError, match="model.onnx failed its check") as err:
         export_artifacts(_cfg(checkpoint, cifar_dir, out, formats=("onnx",), int8=False, tolerance=1e-15))
     assert "nothing was written" in err.value.message
     assert not out.exists() and _leftovers(tmp_path) == []
+    out.mkdir()
+    (out / "model.onnx").write_bytes(b"old export")
+    with pytest.raises(ExportError):
+        export_artifacts(_cfg(checkpoint, cifar_dir, out, formats=("onnx",), int8=False, tolerance=1e-15,
+                              force=True))
+    assert [p.name for p in out.iterdir()] == ["model.onnx"] and (out / "model.onnx").read_bytes() == b"old export"
+    assert _leftovers(tmp_path) == []
 
 
 def test_random_weights_warn_and_input_size_override(cifar_dir: Path, tmp_path: Path) -> None:

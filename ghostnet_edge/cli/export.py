@@ -38,6 +38,16 @@ def print_summary(report: object) -> None:
         table.add_row(r["artifact"], _size(r["bytes"]), _fmt(r["max_abs_diff"], ".2e"),
                       _fmt(r["top1_agreement"], ".3f"), _fmt(r["accuracy_delta"], "+.3f"), r["path"])
     console.print(table)
+    m = report.manifest  # type: ignore[attr-defined]
+    cal, ver = m.get("calibration"), m.get("verification") or {}
+    if cal:
+        console.print(f"calibrated on {cal['count']} images ({cal['num_classes']} classes) from {cal['root']}, "
+                      f"method {cal['method']}; ", end="")
+    console.print(f"checked on {ver.get('count')} held-out images"
+                  + (" with labels" if ver.get("labelled") else ""))
+    q = m.get("quantization")
+    if q:
+        console.print(f"INT8 ONNX activations {q['activation_type']}: {q['activation_reason']}")
     stages = "  ".join(f"{k} {v:.1f}s" for k, v in report.timings.items() if "." not in k)  # type: ignore[attr-defined]
     console.print(f"total {report.total_seconds:.1f} s: {stages}")  # type: ignore[attr-defined]
     extra = [f for f in report.files if not f.startswith("model")]  # type: ignore[attr-defined]
