@@ -332,7 +332,7 @@ def export_artifacts(config: ExportConfig) -> ExportReport:
         model, spec, meta, trained = _load(cfg, warnings)
         spec = _with_input_size(spec, parse_input_size(cfg.input_size))
         model.eval()
-    # ---- images (drawn before any conversion so a bad folder fails fast) -----------------------------------------------------------------------------------
+    # ---- images (drawn before any conversion, so a bad folder fails fast) ----------------------------
     with timer.stage("select_images"):
         from ghostnet_edge.calib import split_calibration_verification
         from ghostnet_edge.calib.sampler import draw, list_images, make_image_set
@@ -403,8 +403,12 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
             val = (calibration_tensors(val_set.files, pre, use_cache=cfg.use_cache).array, yval)
 
     with timer.stage("pytorch_reference"):
+        saved_threads = torch.get_num_threads()
         torch.set_num_threads(threads)
-        ref = ov.run_torch(model, xv)
+        try:
+            ref = ov.run_torch(model, xv)
+        finally:
+            torch.set_num_threads(saved_threads)  # callers (the curve sweep) keep their own setting
 
     artifacts: list[ArtifactReport] = []
     sections: list[dict[str, Any]] = []
