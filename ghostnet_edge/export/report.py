@@ -34,8 +34,11 @@ def onnx_layer_rows(layers: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 def tflite_layer_rows(layers: Sequence[Any]) -> list[dict[str, Any]]:
-    """Rows from the TFLite stage's ``LayerSqnr`` (name, op, shape, sqnr_db), with the drop from the
-    previous measured tensor (TFLite's graph order is topological, so this is the nearest upstream)."""
+    """Rows from the TFLite stage's ``LayerSqnr`` (name, op, shape, sqnr_db).
+
+    The TFLite report has no graph edges, so ``drop_db`` is taken against the previous measured tensor
+    in execution order: exact for a chain of layers, an approximation at branches (shortcut, SE).
+    """
     rows = []
     prev: float | None = None
     for i, e in enumerate(layers):
