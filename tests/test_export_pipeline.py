@@ -310,3 +310,33 @@ def test_labels_resolution(imagenet_samples: Path) -> None:
     assert label_indices(["cat", None], CIFAR_CLASSES) is None
     np.testing.assert_array_equal(label_indices(["cat", "dog"], CIFAR_CLASSES), [3, 5])
     assert resolve_labels({}, 3, None)[0] == ["class_0", "class_1", "class_2"]
+
+
+def test_report_and_manifest_helpers(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from ghostnet_edge.export import manifest as mf
+    from ghostnet_edge.export import report as rp
+
+    layers = [SimpleNamespace(name=f"t{i}", op="CONV_2D", sqnr_db=s) for i, s in enumerate([40.0, 30.0, 32.0, 12.0])]
+    rows = rp.tflite_layer_rows(layers)
+    assert [r["drop_db"] for r in rows] == [None, 10.0, -2.0, 20.0]
+    assert [r["tensor"] for r in rp.worst(rows, 2)] == ["t3", "t1"]
+    sec = rp.artifact_section("m.tflite", rows, {"top1_agreement": 0.9}, 4)
+    assert sec["min_sqnr_db"] == 12.0 and sec["output_sqnr_db"] == 12.0
+    md = rp.render_markdown(rp.build_quant_report([sec], {"count": 4, "num_classes": 2, "method": "minmax"}))
+    assert "`t3` | CONV_2D | 12.0 (low) | 20.0" in md
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.bin").write_bytes(b"abc")
+    (tmp_path / "manifest.json").write_text("{}")
+    entries = mf.file_entries(tmp_path)
+    assert entries == [{"path": "sub/a.bin", "bytes": 3,
+                        "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"}]
+    assert mf.tflite_io_entry(None) is None
+    res = SimpleNamespace(int8_path=Path("x"), io_dtype="uint8", input_shape_nhwc=(1, 32, 32, 3),
+                          input_quant=(0.02, 128), output_quant=(0.1, 3))
+    io = mf.tflite_io_entry(res)
+    assert io["input"] == {"layout": "NHWC", "shape": [1, 32, 32, 3], "dtype": "uint8", "scale": 0.02,
+                           "zero_point": 128}
+    src = mf.source_entry(None, MODEL, False, 7)
+    assert src["weights"] == "random init (seed 7)" and src["checkpoint_sha256"] is None
