@@ -67,6 +67,17 @@ def test_noisy_results_are_remeasured_and_the_steadiest_kept() -> None:
     res = measure_artifact(Session(), art, "host", BenchConfig(cv_threshold=0.05, remeasure=1))
     assert len(calls) == 2 and res.noisy and res.latency_ms["max"] == 3.0   # steadiest of two noisy ones
 
+    class DroppingSession(Session):
+        def measure(self, artifact: Any, config: Any, inputs: Any = None, on_progress: Any = None) -> dict:
+            calls.append(inputs)
+            if len(calls) == 1:
+                return {"status": "ok", "latencies_ms": attempts[0]}
+            return {"status": "partial", "latencies_ms": [1.0], "error": "connection lost"}
+
+    calls.clear()
+    res = measure_artifact(DroppingSession(), art, "host", BenchConfig(cv_threshold=0.05, remeasure=2))
+    assert len(calls) == 2 and res.status == "ok" and res.latency_ms["n"] == 4 and res.remeasured == 1
+
 
 def test_cli_bench_json_and_table(tiny: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "sub" / "bench.json"

@@ -116,7 +116,7 @@ def result_from_record(artifact: Any, target: str, rec: dict[str, Any]) -> Bench
         status = "failed"
     return BenchResult(
         artifact=str(artifact.path or artifact.spec), format=artifact.format, precision=artifact.precision,
-        model=rec.get("model_name") or artifact.model, target=target, runtime=rec.get("runtime"),
+        model=artifact.model, target=target, runtime=rec.get("runtime"),
         runtime_version=rec.get("runtime_version"), delegate=rec.get("delegate"), threads=rec.get("threads"),
         cpu=rec.get("cpu"), input_shape=rec.get("input_shape"), size_bytes=artifact.size_bytes,
         latency_ms=latency, first_inference_ms=rec.get("first_inference_ms"), load_ms=rec.get("load_ms"),
@@ -163,11 +163,14 @@ def measure_artifact(session: Any, artifact: Any, target_name: str, config: Benc
             break
         if log and attempt < config.remeasure:
             log(f"  {artifact.label}: CV {res.latency_ms['cv']:.3f} > {config.cv_threshold} - measuring again")
-    timed = [a.latency_ms if a.status in ("ok", "partial") else None for a in attempts]
-    best = stats.steadiest(timed) if attempts[-1].status == "ok" else len(attempts) - 1
+    # The steadiest complete attempt wins; a re-measurement that failed (device gone) does not
+    # throw away an earlier complete one.
+    complete = [i for i, a in enumerate(attempts) if a.status == "ok" and a.latency_ms is not None]
+    best = complete[stats.steadiest([attempts[i].latency_ms for i in complete])] if complete else len(attempts) - 1
     result = attempts[best]
     result.remeasured = len(attempts) - 1
-    result.attempt_cvs = [round(float(t["cv"]), 5) for t in timed if t is not None and t.get("cv") is not None]
+    result.attempt_cvs = [round(float(a.latency_ms["cv"]), 5) for a in attempts
+                          if a.latency_ms is not None and a.latency_ms.get("cv") is not None]
     result.noisy = stats.is_noisy(result.latency_ms, config.cv_threshold)
     if reference_out is not None and records[0].get("outputs") is not None:
         result.parity = parity_report(records[0]["outputs"], reference_out)
