@@ -147,7 +147,7 @@ def classify_ssh_failure(spec: SshSpec, stderr: str) -> TargetError:
         return TargetError(f"the host key of {where} does not match the one in {known}",
                            "if the board was re-installed, verify its new fingerprint, remove the old line with "
                            f"ssh-keygen -R '[{spec.host}]:{spec.port}' -f {known}, and connect once by hand")
-    if "Host key verification failed" in text or "No ED25519 host key is known" in text or "host key" in text.lower():
+    if "Host key verification failed" in text or "host key is known for" in text:
         return TargetError(f"the host key of {where} is not trusted (not in {known}, or it does not match)",
                            f"verify the board's fingerprint, then add it: ssh-keyscan -p {spec.port} {spec.host} "
                            f">> {known}  (ghostedge never trusts an unknown host key by itself)")
