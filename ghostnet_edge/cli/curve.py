@@ -6,6 +6,7 @@ is imported inside the command bodies so ``ghostedge --help`` stays fast.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -33,14 +34,25 @@ def _seeds(values: list[str] | None) -> list[int]:
     return seeds
 
 
+def _quiet_tensorflow() -> None:
+    """Keep TensorFlow's C++ start-up chatter (CUDA probing on a CPU box) out of the sweep's progress.
+
+    Conversion problems still surface: they are raised as Python exceptions and recorded per point.
+    Set TF_CPP_MIN_LOG_LEVEL yourself to see the chatter again.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
 def _print_result(result: object, extra: list[tuple[str, str]] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
+    if not console.is_terminal:  # a log file: wide enough that model names are not cut
+        console = Console(width=max(console.width, 110))
     table = Table(title="accuracy vs latency", show_lines=False)
-    for col in ("model", "format", "target", "top-1 % (n seeds)", "p50 ms / instr.", "status"):
-        table.add_column(col)
+    for col in ("model", "format", "target", "top-1 % (seeds)", "p50 ms / instr.", "status"):
+        table.add_column(col, no_wrap=True)
     for p in result.points:  # type: ignore[attr-defined]
         acc = "–" if p.acc_mean is None else f"{p.acc_mean:.2f} ± {p.acc_std or 0:.2f} ({p.n_seeds})"
         if p.acc_source == "published" and p.acc_mean is not None:
@@ -48,7 +60,7 @@ def _print_result(result: object, extra: list[tuple[str, str]] | None = None) ->
         if p.x is None:
             x = "–"
         elif p.target.startswith("qemu"):
-            x = f"{p.x / 1e6:.1f} M instr."
+            x = f"{p.x / 1e6:.2f} M instr."
         else:
             x = f"{p.x:.3f} ms"
         table.add_row(p.model, p.format, p.target, acc, x, p.status)
@@ -57,11 +69,11 @@ def _print_result(result: object, extra: list[tuple[str, str]] | None = None) ->
     console.print(f"steps: {done or 'none'}  ({result.seconds:.0f} s)")  # type: ignore[attr-defined]
     if result.failures:  # type: ignore[attr-defined]
         console.print(f"[yellow]{len(result.failures)} step(s) failed[/yellow]; reasons in "  # type: ignore[attr-defined]
-                      f"{result.work / 'failures.jsonl'}")  # type: ignore[attr-defined]
+                      f"{result.work / 'failures.jsonl'} and curve.md")  # type: ignore[attr-defined]
     rows = [("points (CSV)", str(result.csv)), ("tables", str(result.markdown)),  # type: ignore[attr-defined]
             ("plot", f"{result.png}, {result.svg}")] + (extra or [])  # type: ignore[attr-defined]
     for label, where in rows:
-        console.print(f"{label}: [bold]{where}[/bold]")
+        console.print(f"{label}: [bold]{where}[/bold]", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -97,9 +109,12 @@ def register(app: typer.Typer) -> None:
         runs: int = typer.Option(30, "--runs", help="timed runs per latency measurement"),
         threads: int = typer.Option(1, "--threads",
                                     help="CPU threads for export checks, evaluation and latency (the paper: 1)"),
-        train_threads: int = typer.Option(None, "--train-threads", help="CPU threads for training (default: all)"),
+        train_threads: int = typer.Option(None, "--train-threads",
+                                          help="CPU threads per training run (default: all; 1 with --train-jobs)"),
+        train_jobs: int = typer.Option(1, "--train-jobs", help="training runs at once, one process each"),
     ) -> None:
         """Sweep models x seeds x formats x targets into the accuracy-vs-latency curve (resumable)."""
+        _quiet_tensorflow()
         from ghostnet_edge.report.curve import CurveConfig, run_curve
 
         seed_list = _seeds(seeds)
@@ -108,7 +123,7 @@ def register(app: typer.Typer) -> None:
             targets=tuple(_split(target)), data=data, work=work, epochs=epochs, limit_train=limit_train,
             limit_eval=limit_eval, limit_val=limit_val, batch_size=batch_size, weights=weights, latency_only=latency_only,
             paper_overlay=paper_overlay, calib=calib, calib_count=num_calib, bench_runs=runs, threads=threads,
-            train_threads=train_threads,
+            train_threads=train_threads, train_jobs=train_jobs,
         )
         _print_result(run_curve(cfg))
 
@@ -122,6 +137,7 @@ def register(app: typer.Typer) -> None:
         epochs: int = typer.Option(None, "--epochs", help="training epochs per run (default: the quickstart's)"),
     ) -> None:
         """The README's main job: train, export, measure and plot a small GhostNet on built-in digits."""
+        _quiet_tensorflow()
         from ghostnet_edge.pipeline.quickstart import QUICKSTART_EPOCHS
         from ghostnet_edge.pipeline.quickstart import quickstart as run
 

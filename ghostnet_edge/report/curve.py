@@ -80,7 +80,8 @@ class CurveConfig:
     bench_seconds: float = 2.0           # ... and at least this long (host/ssh; qemu counts a few runs)
     bench_warmup: int = 5
     threads: int = 1                     # inference threads (export checks, evaluation, latency)
-    train_threads: int | None = None     # training threads; None = every core
+    train_threads: int | None = None     # training threads per run; None = every core (1 with train_jobs > 1)
+    train_jobs: int = 1                  # training runs at once, each in its own process
     title: str = ""
     command: str = ""                    # recorded in curve.md; defaults to this process's argv
     extra_notes: list[str] = field(default_factory=list)
@@ -157,6 +158,7 @@ class _Sweep:
         self.log = log
         self.failures: list[Failure] = []
         self.counters: dict[str, int] = {}
+        self.trained_now: set[tuple[str, int]] = set()
         self.failures_path = self.work / "failures.jsonl"
         atomic_write_text(self.failures_path, "")  # the latest run's failures only: old ones are retried
 
@@ -205,9 +207,12 @@ class _Sweep:
                 ckpt = stages.find_given_checkpoint(Path(cfg.weights), model, seed)
                 self.count("train_given")
                 return ckpt
+            if self.failure_for("train", model, seed) is not None:
+                return None  # already failed in this run (parallel pre-training): not tried twice
             done = stages.finished_checkpoint(self.train_dir(model, seed))
             if done is not None:
-                self.count("train_reused")
+                if (model, seed) not in self.trained_now:
+                    self.count("train_reused")
                 return done
             self.log(f"  train {model} seed {seed} ({cfg.epochs} epochs on {cfg.data})")
             t0 = time.perf_counter()
@@ -220,6 +225,41 @@ class _Sweep:
         except Exception as exc:  # noqa: BLE001 - one failed run must not end the sweep
             self.fail("train", model, seed, None, None, exc)
             return None
+
+    def train_parallel(self, pairs: list[tuple[str, int]]) -> None:
+        """Train the unfinished (model, seed) runs ``train_jobs`` at a time, one process (one thread) each.
+
+        Why processes: two single-threaded runs side by side keep both cores busy without the OpenMP
+        barriers of one two-threaded run, which stall badly on a shared machine. Each run is seeded
+        and single-threaded, so its result is the same as when run alone.
+        """
+        cfg = self.cfg
+        todo = [(m, s) for m, s in pairs if stages.finished_checkpoint(self.train_dir(m, s)) is None]
+        if cfg.weights is not None or cfg.train_jobs <= 1 or len(todo) < 2:
+            return
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        jobs = min(cfg.train_jobs, len(todo))
+        self.log(f"training {len(todo)} run(s), {jobs} at a time ({cfg.epochs} epochs on {cfg.data}, "
+                 f"{cfg.train_threads or 1} thread(s) each)")
+        t0 = time.perf_counter()
+        # spawn, not fork: a forked copy of a process that already ran torch/TF threads can deadlock.
+        with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(stages.train_one, m, s, cfg.data, self.train_dir(m, s), epochs=cfg.epochs,
+                                   limit_train=cfg.limit_train, limit_val=cfg.limit_val,
+                                   batch_size=cfg.batch_size, threads=cfg.train_threads or 1): (m, s)
+                       for m, s in todo}
+            for fut in cf.as_completed(futures):
+                m, s = futures[fut]
+                try:
+                    ckpt = fut.result()
+                except Exception as exc:  # noqa: BLE001 - recorded; the other runs go on
+                    self.fail("train", m, s, None, None, exc)
+                    continue
+                self.trained_now.add((m, s))
+                self.count("train_done")
+                self.log(f"  trained {m} seed {s} ({time.perf_counter() - t0:.0f} s into training) -> {ckpt}")
 
     def calibration(self, seed: int) -> Path:
         """The folder INT8 calibration (and the export's held-out verification) draws from."""
@@ -327,6 +367,7 @@ def cli_command(cfg: CurveConfig) -> str:
         parts += ["--data", cfg.data, "--epochs", str(cfg.epochs)]
     for flag, value in (("--limit-train", cfg.limit_train), ("--limit-val", cfg.limit_val),
                         ("--limit-eval", cfg.limit_eval), ("--train-threads", cfg.train_threads),
+                        ("--train-jobs", cfg.train_jobs if cfg.train_jobs > 1 else None),
                         ("--weights", cfg.weights), ("--calib", cfg.calib)):
         if value is not None:
             parts += [flag, str(value)]
@@ -377,6 +418,7 @@ def _trained(sweep: _Sweep) -> tuple[list[CurvePoint], dict[tuple[str, str], dic
     cfg = sweep.cfg
     per_seed: dict[tuple[str, str], dict[int, float]] = {}
     lat_artifacts: dict[tuple[str, str], tuple[int, Path | str]] = {}
+    sweep.train_parallel([(m, s) for m in cfg.models for s in cfg.seeds])
     for model in cfg.models:
         sweep.log(f"[{model}]")
         for seed in cfg.seeds:

@@ -76,8 +76,9 @@ def draw_curve(points: Sequence[CurvePoint], png: Path | str, svg: Path | str | 
     missing = missing_labels(pts)
     ncols = min(3, len(panels))
     nrows = (len(panels) + ncols - 1) // ncols
+    height = 4.2 * nrows + 1.2  # inches: panels + 1.2 in for the title and legend on top
     with matplotlib.rc_context({"svg.hashsalt": "ghostedge", "svg.fonttype": "none", "font.size": 9}):
-        fig, axes = plt.subplots(nrows, ncols, figsize=(5.6 * ncols, 4.4 * nrows + 0.6), squeeze=False)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(5.6 * ncols, height), squeeze=False)
         for ax, (target, runtime) in zip(axes.flat, panels, strict=False):
             _draw_panel(ax, [p for p in pts if p.target == target and p.runtime == runtime], target, runtime,
                         opts)
@@ -92,9 +93,9 @@ def draw_curve(points: Sequence[CurvePoint], png: Path | str, svg: Path | str | 
         legend += [Line2D([], [], color=FAMILY_COLORS.get(f, "grey"), linewidth=2, label=f) for f in fams]
         if opts.paper_overlay:
             legend.append(Line2D([], [], color="grey", marker="x", linestyle=":", label="paper Fig. 7 (phone)"))
+        fig.suptitle(opts.title, y=1 - 0.12 / height, va="top", fontsize=11)
         fig.legend(handles=legend, loc="upper center", ncol=min(len(legend), 5), frameon=False,
-                   bbox_to_anchor=(0.5, 1.0))
-        fig.suptitle(opts.title, y=1.0 + 0.25 / (nrows + 1), fontsize=11)
+                   bbox_to_anchor=(0.5, 1 - 0.4 / height))
         foot = []
         if opts.note:
             foot.append(opts.note)
@@ -105,7 +106,7 @@ def draw_curve(points: Sequence[CurvePoint], png: Path | str, svg: Path | str | 
             foot.append("no point could be measured; see failures.jsonl")
         if foot:
             fig.text(0.01, 0.005, "\n".join(foot), fontsize=7, va="bottom", ha="left", wrap=True)
-        fig.tight_layout(rect=(0, 0.03 + 0.02 * len(foot), 1, 0.93))
+        fig.tight_layout(rect=(0, (0.15 + 0.14 * len(foot)) / height, 1, 1 - 1.0 / height))
         _save(fig, Path(png), "png")
         if svg is not None:
             _save(fig, Path(svg), "svg")
