@@ -109,6 +109,7 @@ class TrainResult:
     speed: dict[str, Any]
     resumed_from_epoch: int = 0
     skipped_images: int = 0
+    rank_fingerprints: list[str] = field(default_factory=list)   # sha256 of each rank's final weights
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -229,6 +229,7 @@ class _Run:
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", img_s=f"{seen * ctx.world_size / elapsed:.0f}", lr=f"{lr:.4f}")
         bar.close()
         train_seconds = time.perf_counter() - t0
+        self._sync_buffers()
         loss_sum, seen_all = ctx.sum([loss_sum, seen])
         val = evaluate(self.model, self.val_ds, cfg.eval_batch_size, channels_last=self.speed["channels_last"],
                        bf16=self.speed["bf16"], ctx=ctx if ctx.active else None, progress=cfg.progress)
@@ -236,6 +237,18 @@ class _Run:
                 "val_top5": val["top5"], "val_loss": val["loss"], "val_n": val["n"], "lr": lr,
                 "images_per_s": seen_all / train_seconds if train_seconds > 0 else None,
                 "seconds": time.perf_counter() - t0, "skipped_images": val["skipped"] + len(self.train_ds.bad_images)}
+
+    def _sync_buffers(self) -> None:
+        """Give every rank rank 0's BatchNorm statistics.
+
+        DDP broadcasts buffers before each forward, so after the last step every rank holds statistics
+        of its own last batch; evaluation and the checkpoint must all use the same (rank 0's) ones.
+        """
+        if self.ctx.active:
+            import torch.distributed as dist
+
+            for buf in self.model.buffers():
+                dist.broadcast(buf, src=0)
 
     def _log(self, r: dict[str, Any]) -> None:
         if not self.cfg.progress:
@@ -246,9 +259,23 @@ class _Run:
                    f"val top-1 {r['val_top1']:.2f}%  top-5 {r['val_top5']:.2f}%  "
                    f"{r['images_per_s']:.0f} img/s  {r['seconds']:.1f} s")
 
+    def _rank_fingerprints(self) -> list[str]:
+        """Hash of every rank's weights; DDP must keep them identical, so a difference is a bug."""
+        mine = state_fingerprint(self.model)
+        if not self.ctx.active:
+            return [mine]
+        import torch.distributed as dist
+
+        prints: list[str] = [""] * self.ctx.world_size
+        dist.all_gather_object(prints, mine)
+        if len(set(prints)) != 1:
+            raise RuntimeError(f"distributed ranks ended with different weights: {prints}")
+        return prints
+
     def _finish(self, seconds: float) -> TrainResult:
         cfg = self.cfg
         final = self.history[-1] if self.history else {}
+        fingerprints = self._rank_fingerprints()
         if self.ctx.is_main:
             self._save(FINAL, with_state=False)
         result = TrainResult(
@@ -257,11 +284,24 @@ class _Run:
             final_top1=final.get("val_top1"), final_top5=final.get("val_top5"), best_top1=self.best_top1,
             epochs_done=self.epoch, history=self.history, seconds=seconds, speed=self.speed,
             resumed_from_epoch=self.resumed_from, skipped_images=int(final.get("skipped_images", 0)),
+            rank_fingerprints=fingerprints,
         )
         if self.ctx.is_main:
             atomic_write_json(Path(cfg.out) / "result.json", result.to_dict())
         self.ctx.barrier()
         return result
+
+
+def state_fingerprint(model: nn.Module) -> str:
+    """sha256 of a model's state_dict (names, dtypes, shapes and bytes), layout-independent."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        t = value.detach().contiguous()
+        h.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
 
 
 def with_seed(config: TrainConfig, seed: int, out: Path) -> TrainConfig:
