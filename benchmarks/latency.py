@@ -120,7 +120,12 @@ def model_macs(model: str) -> int:
 
 
 def harness_overhead(model_path: Path, runs: int, repeats: int) -> dict[str, float]:
-    """Per-run cost of the device runner's timed loop over a bare ``invoke()`` loop (ns), interleaved."""
+    """Per-run cost of the device runner's timed loop over a bare ``invoke()`` loop (ns).
+
+    The two loops run as adjacent pairs (order alternating), and the overhead is the median of the
+    per-pair differences: neighbours in time share the same disturbance from other processes, so the
+    difference cancels most of it, and the median ignores the pairs a context switch split.
+    """
     import numpy as np
 
     from ghostnet_edge.runtime import device_runner as dr
@@ -130,19 +135,34 @@ def harness_overhead(model_path: Path, runs: int, repeats: int) -> dict[str, flo
     invoke = model.invoke
     for _ in range(200):
         invoke()
-    bare, harness, reported = [], [], []
-    for _ in range(repeats):
+
+    def bare() -> float:
         t0 = time.perf_counter_ns()
         for _ in range(runs):
             invoke()
-        bare.append((time.perf_counter_ns() - t0) / runs)
+        return (time.perf_counter_ns() - t0) / runs
+
+    def harness() -> tuple[float, float]:
         t0 = time.perf_counter_ns()
         timing = dr.timed_loop(invoke, warmup=0, min_runs=runs, min_seconds=0.0, max_seconds=600.0)
-        harness.append((time.perf_counter_ns() - t0 - timing["first_inference_ms"] * 1e6) / runs)
-        reported.append(statistics.mean(timing["latencies_ns"]))
-    b, h, r = min(bare), min(harness), min(reported)
-    return {"bare_invoke_ns": b, "timed_loop_ns": h, "reported_latency_ns": r, "overhead_ns": h - b,
-            "overhead_ratio": h / b, "runs": runs, "repeats": repeats}
+        wall = (time.perf_counter_ns() - t0 - timing["first_inference_ms"] * 1e6) / runs
+        return wall, statistics.mean(timing["latencies_ns"])
+
+    pairs = []
+    for i in range(repeats):
+        if i % 2:
+            h, rep = harness()
+            b = bare()
+        else:
+            b = bare()
+            h, rep = harness()
+        pairs.append((b, h, rep))
+    b_med = statistics.median(p[0] for p in pairs)
+    h_med = statistics.median(p[1] for p in pairs)
+    diff = statistics.median(p[1] - p[0] for p in pairs)
+    return {"bare_invoke_ns": b_med, "timed_loop_ns": h_med, "reported_latency_ns": statistics.median(p[2] for p in pairs),
+            "overhead_ns": diff, "overhead_ratio": statistics.median(p[1] / p[0] for p in pairs),
+            "runs": runs, "repeats": repeats}
 
 
 # ----------------------------------------------------------------------------------------------- main
@@ -258,11 +278,12 @@ def main(argv: list[str] | None = None) -> int:
 
     # 3. harness overhead -------------------------------------------------------------------------------
     tiny = build_tiny_models(args.work / "tiny")["tiny_fp32.tflite"]
-    oh = harness_overhead(tiny, runs=20000, repeats=5)
-    print("\n== harness overhead on a tiny model (3x32x32 conv + fc, LiteRT), 20000 runs x 5, best of each")
+    oh = harness_overhead(tiny, runs=2000, repeats=40)
+    print("\n== harness overhead on a tiny model (3x32x32 conv + fc, LiteRT): 40 adjacent pairs of 2000-run loops, "
+          "medians")
     print(f"  bare interpreter.invoke() loop : {oh['bare_invoke_ns'] / 1e3:8.3f} us per run")
     print(f"  device runner timed loop       : {oh['timed_loop_ns'] / 1e3:8.3f} us per run "
-          f"(+{oh['overhead_ns']:.0f} ns, {oh['overhead_ratio']:.3f}x)")
+          f"(median paired difference {oh['overhead_ns']:+.0f} ns, ratio {oh['overhead_ratio']:.3f}x)")
     print(f"  latency it reports (mean)      : {oh['reported_latency_ns'] / 1e3:8.3f} us")
     gh = p50[("ghostnet_100", "int8")] * 1e6
     print(f"  overhead relative to GhostNet INT8 p50: {100 * oh['overhead_ns'] / gh:.4f} %")
