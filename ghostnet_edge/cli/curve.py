@@ -84,6 +84,8 @@ def register(app: typer.Typer) -> None:
                                               "paper's widths at 224x224)"),
         seeds: list[str] = typer.Option(["0,1,2"], "--seeds", "-s", help="seeds, comma-separated or repeated"),
         formats: str = typer.Option("torch,onnx,onnx-int8,tflite,tflite-int8", "--formats", help=_FORMATS_HELP),
+        qemu_formats: str = typer.Option(None, "--qemu-formats",
+                                         help="formats counted on qemu targets (default: all of --formats)"),
         target: list[str] = typer.Option(["host"], "--target", "-t",
                                          help="host, qemu-aarch64, ssh://user@host, adb[:serial]; repeatable"),
         data: str = typer.Option("digits", "--data", help="digits (built in), cifar10, or a folder of class folders"),
@@ -124,6 +126,7 @@ def register(app: typer.Typer) -> None:
             limit_eval=limit_eval, limit_val=limit_val, batch_size=batch_size, weights=weights, latency_only=latency_only,
             paper_overlay=paper_overlay, calib=calib, calib_count=num_calib, bench_runs=runs, threads=threads,
             train_threads=train_threads, train_jobs=train_jobs,
+            qemu_formats=tuple(_split([qemu_formats])) if qemu_formats else None,
         )
         _print_result(run_curve(cfg))
 

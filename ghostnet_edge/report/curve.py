@@ -82,6 +82,7 @@ class CurveConfig:
     threads: int = 1                     # inference threads (export checks, evaluation, latency)
     train_threads: int | None = None     # training threads per run; None = every core (1 with train_jobs > 1)
     train_jobs: int = 1                  # training runs at once, each in its own process
+    qemu_formats: tuple[str, ...] | None = None  # formats counted on qemu targets (None: all of `formats`)
     title: str = ""
     command: str = ""                    # recorded in curve.md; defaults to this process's argv
     extra_notes: list[str] = field(default_factory=list)
@@ -124,7 +125,7 @@ def validate_config(config: CurveConfig) -> CurveConfig:
         config.models = LATENCY_ONLY_MODELS
     if not config.models:
         raise GhostEdgeError("no model to sweep", "pass --models, e.g. --models ghostnet_cifar_050,ghostnet_cifar_100")
-    bad = [f for f in config.formats if f not in FORMATS]
+    bad = [f for f in (*config.formats, *(config.qemu_formats or ())) if f not in FORMATS]
     if bad or not config.formats:
         raise GhostEdgeError(f"unknown format(s): {', '.join(bad) or '(none given)'}",
                              f"choose from: {', '.join(FORMATS)}")
@@ -184,6 +185,12 @@ class _Sweep:
                     (fmt is None or f.format in (None, fmt)) and (target is None or f.target in (None, target)):
                 return f
         return None
+
+    def measures(self, fmt: str, target: str) -> bool:
+        """Whether (format, target) is a point of this sweep: the target runs it and it was asked for."""
+        if is_qemu_target(target) and self.cfg.qemu_formats is not None and fmt not in self.cfg.qemu_formats:
+            return False
+        return stages.runs_on(fmt, target)
 
     # ---- paths ---------------------------------------------------------------------------------
     def train_dir(self, model: str, seed: int) -> Path:
@@ -368,6 +375,7 @@ def cli_command(cfg: CurveConfig) -> str:
     for flag, value in (("--limit-train", cfg.limit_train), ("--limit-val", cfg.limit_val),
                         ("--limit-eval", cfg.limit_eval), ("--train-threads", cfg.train_threads),
                         ("--train-jobs", cfg.train_jobs if cfg.train_jobs > 1 else None),
+                        ("--qemu-formats", ",".join(cfg.qemu_formats) if cfg.qemu_formats is not None else None),
                         ("--weights", cfg.weights), ("--calib", cfg.calib)):
         if value is not None:
             parts += [flag, str(value)]
@@ -441,7 +449,7 @@ def _trained(sweep: _Sweep) -> tuple[list[CurvePoint], dict[tuple[str, str], dic
     for model in cfg.models:
         for fmt in cfg.formats:
             for target in cfg.targets:
-                if not stages.runs_on(fmt, target):
+                if not sweep.measures(fmt, target):
                     continue
                 points.append(_point(sweep, model, fmt, target, per_seed.get((model, fmt), {}),
                                      lat_artifacts.get((model, fmt))))
@@ -494,7 +502,7 @@ def _latency_only(sweep: _Sweep) -> list[CurvePoint]:
         for fmt in cfg.formats:
             art = sweep.artifact(fmt, model, export_dir)
             for target in cfg.targets:
-                if not stages.runs_on(fmt, target):
+                if not sweep.measures(fmt, target):
                     continue
                 p = CurvePoint(model=model, format=fmt, target=target, input_size=stages.input_size(model),
                                acc_source="published", latency_seed=seed)

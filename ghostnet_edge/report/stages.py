@@ -219,9 +219,18 @@ def evaluate_one(artifact: Path, fmt: str, data: str, limit: int | None, batch_s
     Every format goes through the runtime stage's ``evaluate_artifact`` so all of them see the very
     same images (same class-balanced ``limit`` subset) through the same preprocessing.
     """
+    import torch
+
     from ghostnet_edge.runtime.evaluate import evaluate_artifact
 
-    res = evaluate_artifact(artifact, data, EVAL_SPLIT, batch_size=batch_size, limit=limit, threads=threads)
+    # The PyTorch path runs in this process: hold it to `threads` too (two OpenMP threads on a busy
+    # 2-core machine made a 359-image evaluation take 25 s), then give the caller its setting back.
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        res = evaluate_artifact(artifact, data, EVAL_SPLIT, batch_size=batch_size, limit=limit, threads=threads)
+    finally:
+        torch.set_num_threads(before)
     return {"artifact": str(artifact), "format": fmt, "split": EVAL_SPLIT, "top1_pct": float(res["top1"]),
             "top5_pct": res.get("top5"), "n": res.get("n")}
 
