@@ -551,7 +551,8 @@ def _write_outputs(sweep: _Sweep, points: list[CurvePoint], per_seed: dict[tuple
         notes.append(f"latency: measured once per (model, format, target) on seed {cfg.seeds[0]}'s artifact "
                      "(latency belongs to the architecture and format, not the seed)")
     if any(is_qemu_target(t) for t in cfg.targets):
-        notes.append("qemu targets: x is guest instructions per inference counted by QEMU TCG, not time")
+        notes.append("qemu targets: x is guest instructions per inference counted by QEMU TCG, not time"
+                     + (f"; counted for {', '.join(cfg.qemu_formats)} only" if cfg.qemu_formats is not None else ""))
     notes.append(f"host threads: {cfg.threads}; bench: {cfg.bench_warmup} warm-up + {cfg.bench_runs} timed runs, batch 1")
     rows = int8_rows(per_seed, cfg.formats)
     title = cfg.title or ("GhostNet vs MobileNet: published ImageNet top-1 vs latency measured here"
