@@ -111,6 +111,25 @@ def test_second_run_reuses_everything_through_the_cli(sweep, capsys: pytest.Capt
     assert {r["target"] for r in rows} == {"host"} and all(r["status"] == "ok" for r in rows)
 
 
+@pytest.mark.slow
+@pytest.mark.qemu
+def test_emulated_arm_point_is_an_instruction_count(sweep) -> None:
+    from ghostnet_edge.report import stages
+    from ghostnet_edge.report.points import QEMU_X_LABEL
+
+    if not stages.qemu_available():
+        pytest.skip("qemu-aarch64 or its aarch64 sysroot is not set up (bash scripts/setup.sh builds them)")
+    cfg, _, _ = sweep
+    # Same work folder: training, export and evaluation are reused; only the emulated count runs.
+    result = run_curve(replace(cfg, targets=("qemu-aarch64",)), log=lambda _m: None)
+    assert result.counters.get("train_done", 0) == 0 and result.counters.get("bench_done") == 1
+    (p,) = result.points  # PyTorch is not run on emulated ARM
+    assert p.format == "tflite-int8" and p.latency_ms_p50 is None and p.instructions > 1e5
+    assert p.acc_mean is not None and p.n_seeds == 2 and p.status == "ok"
+    assert QEMU_X_LABEL in (Path(cfg.work) / "curve.svg").read_text()
+    assert "QEMU count, not time" in (Path(cfg.work) / "curve.md").read_text()
+
+
 def test_bad_settings_fail_before_any_work(tmp_path: Path) -> None:
     base = CurveConfig(models=(MODEL,), work=tmp_path / "w")
     with pytest.raises(GhostEdgeError, match="unknown format"):
@@ -155,3 +174,32 @@ def test_latency_only_pairs_measured_latency_with_published_accuracy(tmp_path: P
     svg = (work / "curve.svg").read_text()
     assert "published ImageNet top-1 (%) (paper), latency measured here" in svg
     assert "paper Figure 7" in svg  # the overlay's own axis, labelled as the paper's
+
+
+@pytest.mark.slow
+def test_interrupted_sweep_resumes_without_losing_finished_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ghostnet_edge.report import stages
+
+    cfg = CurveConfig(models=(MODEL,), seeds=(0, 1), formats=("torch",), targets=("host",), data="digits",
+                      work=tmp_path / "w", epochs=1, limit_train=100, limit_eval=50, bench_runs=3,
+                      bench_seconds=0.1, bench_warmup=1, train_threads=1)
+    real_train = stages.train_one
+
+    def interrupted(model: str, seed: int, *args, **kwargs):
+        if seed == 1:
+            raise KeyboardInterrupt  # Ctrl-C while the second run trains
+        return real_train(model, seed, *args, **kwargs)
+
+    monkeypatch.setattr(stages, "train_one", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_curve(cfg, log=lambda _m: None)
+    seed0 = tmp_path / "w" / "train" / MODEL / "seed_0"
+    assert (seed0 / "DONE.json").is_file() and (tmp_path / "w" / "eval" / MODEL / "seed_0" / "torch.json").is_file()
+    first_ckpt = (seed0 / "model.pt").stat().st_mtime_ns
+
+    monkeypatch.setattr(stages, "train_one", real_train)
+    result = run_curve(cfg, log=lambda _m: None)
+    assert result.counters["train_reused"] == 1 and result.counters["train_done"] == 1
+    assert result.counters["eval_reused"] == 1 and result.counters["eval_done"] == 1
+    assert (seed0 / "model.pt").stat().st_mtime_ns == first_ckpt
+    assert result.points[0].n_seeds == 2 and result.points[0].status == "ok"

@@ -4,7 +4,7 @@ The sweep is a chain of steps, each writing one output in a work folder and skip
 exists, so an interrupted sweep continues where it stopped::
 
     work/sweep.json                            settings a resume must match (data, epochs, ...)
-    work/train/<model>/seed_<s>/               checkpoint (trained here, or linked from --weights)
+    work/train/<model>/seed_<s>/               checkpoint trained here (--weights: used where it is)
     work/export/<model>/seed_<s>/              ONNX + TFLite FP32/INT8 artifacts + manifest.json
     work/eval/<model>/seed_<s>/<format>.json   top-1/top-5 of one artifact on the eval split
     work/bench/<target>/<model>/<format>.json  latency (or guest instructions) of one artifact
@@ -27,7 +27,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,7 @@ class CurveConfig:
     data: str = "digits"                 # "digits" | "cifar10" | a folder of class sub-folders
     work: Path = Path("runs/curve")
     epochs: int = 5
-    limit_train: int | None = None       # images per epoch (None = all): the training budget knob
+    limit_train: int | None = None       # class-balanced subset of the training split (None = all)
     limit_eval: int | None = None        # images evaluated per artifact (None = the whole eval split)
     limit_val: int | None = None         # images the training loop validates on after each epoch (monitoring)
     batch_size: int = 64
@@ -84,7 +84,7 @@ class CurveConfig:
     train_jobs: int = 1                  # training runs at once, each in its own process
     qemu_formats: tuple[str, ...] | None = None  # formats counted on qemu targets (None: all of `formats`)
     title: str = ""
-    command: str = ""                    # recorded in curve.md; defaults to this process's argv
+    command: str = ""                    # recorded in curve.md; default: cli_command(config)
     extra_notes: list[str] = field(default_factory=list)
 
     def resume_key(self) -> dict[str, Any]:
@@ -97,7 +97,7 @@ class CurveConfig:
 
 @dataclass
 class Failure:
-    step: str           # "train" | "export" | "eval" | "bench" | "checkpoint"
+    step: str           # "train" | "export" | "eval" | "bench"
     model: str
     seed: int | None
     format: str | None
@@ -122,7 +122,7 @@ class CurveResult:
 def validate_config(config: CurveConfig) -> CurveConfig:
     """Reject bad settings up front with one clear error each (before any hour of training starts)."""
     if config.latency_only and not config.models:
-        config.models = LATENCY_ONLY_MODELS
+        config = replace(config, models=LATENCY_ONLY_MODELS)
     if not config.models:
         raise GhostEdgeError("no model to sweep", "pass --models, e.g. --models ghostnet_cifar_050,ghostnet_cifar_100")
     bad = [f for f in (*config.formats, *(config.qemu_formats or ())) if f not in FORMATS]
@@ -130,7 +130,7 @@ def validate_config(config: CurveConfig) -> CurveConfig:
         raise GhostEdgeError(f"unknown format(s): {', '.join(bad) or '(none given)'}",
                              f"choose from: {', '.join(FORMATS)}")
     if not config.latency_only and not config.seeds:
-        raise GhostEdgeError("no seed given", "pass --seeds, e.g. --seeds 0 1 2")
+        raise GhostEdgeError("no seed given", "pass --seeds, e.g. --seeds 0,1,2")
     if len(set(config.seeds)) != len(config.seeds):
         raise GhostEdgeError(f"duplicate seeds: {list(config.seeds)}", "give each seed once")
     if len(set(config.models)) != len(config.models):
@@ -328,7 +328,8 @@ class _Sweep:
             self.fail("eval", model, seed, fmt, None, exc)
             return None
 
-    def bench(self, model: str, fmt: str, target: str, artifact: Path | str) -> dict[str, Any] | None:
+    def bench(self, model: str, fmt: str, target: str, artifact: Path | str, seed: int) -> dict[str, Any] | None:
+        """Latency of one artifact (``seed``'s, recorded in the JSON) on one target, measured once."""
         out = self.bench_json(target, model, fmt)
         if out.exists():
             self.count("bench_reused")
@@ -336,6 +337,7 @@ class _Sweep:
         try:
             res = stages.bench_one(artifact, fmt, target, runs=self.cfg.bench_runs, warmup=self.cfg.bench_warmup,
                                    seconds=self.cfg.bench_seconds, threads=self.cfg.threads)
+            res["seed"] = seed
             atomic_write_json(out, res)
             self.count("bench_done")
             x = (f"{res['instructions']:.3g} guest instructions" if res.get("instructions") is not None
@@ -467,13 +469,14 @@ def _point(sweep: _Sweep, model: str, fmt: str, target: str, accs: dict[int, flo
         p.acc_mean, p.acc_std, p.acc_min, p.acc_max = s.mean, s.std, s.min, s.max
     missing_seeds = [s for s in cfg.seeds if s not in accs]
     for seed in missing_seeds:
-        f = (sweep.failure_for("train", model, seed) or sweep.failure_for("checkpoint", model, seed)
-             or sweep.failure_for("export", model, seed) or sweep.failure_for("eval", model, seed, fmt))
+        f = (sweep.failure_for("train", model, seed) or sweep.failure_for("export", model, seed)
+             or sweep.failure_for("eval", model, seed, fmt))
         reasons.append(f"seed {seed}: {f.step} failed: {f.reason}" if f else f"seed {seed}: no accuracy")
     if lat is not None:
         p.latency_seed = lat[0]
-        res = sweep.bench(model, fmt, target, lat[1])
+        res = sweep.bench(model, fmt, target, lat[1], lat[0])
         if res is not None:
+            p.latency_seed = res.get("seed", lat[0])  # a reused measurement may be of another seed's artifact
             p.latency_ms_p50 = res.get("latency_ms_p50")
             p.instructions = res.get("instructions")
         else:
@@ -513,7 +516,7 @@ def _latency_only(sweep: _Sweep) -> list[CurvePoint]:
                 else:
                     reasons.append("no published accuracy for this width")
                 if art is not None:
-                    res = sweep.bench(model, fmt, target, art)
+                    res = sweep.bench(model, fmt, target, art, seed)
                     if res is not None:
                         p.latency_ms_p50, p.instructions = res.get("latency_ms_p50"), res.get("instructions")
                     else:
