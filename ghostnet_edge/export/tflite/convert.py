@@ -17,6 +17,7 @@ without times, and the files are written atomically.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -106,7 +107,8 @@ def _convert(tf: Any, concrete: Any, rep_nhwc: np.ndarray | None, io_dtype: str,
         conv.inference_output_type = conv.inference_input_type
         conv._experimental_disable_per_channel = not per_channel
     try:
-        return bytes(conv.convert())
+        with _quiet_native_stderr():
+            return bytes(conv.convert())
     except Exception as exc:  # ConverterError and friends: surface as one user-facing error
         kind = "INT8" if rep_nhwc is not None else "FP32"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -205,3 +207,29 @@ def convert_onnx_to_tflite(
         input_quant=in_q, output_quant=out_q, translate_seconds=translate_s,
         fp32_seconds=fp32_s, int8_seconds=int8_s,
     )
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence the converter's native logging for the duration of one conversion.
+
+    The MLIR converter writes absl warnings ("Ignored output_format") and a quantizer banner straight to
+    file descriptor 2, past TF_CPP_MIN_LOG_LEVEL, which buries the progress a user is watching. They are
+    kept in a temporary file and replayed only when ``GHOSTEDGE_VERBOSE`` is set; a failed conversion
+    still raises with the converter's own message.
+    """
+    if os.environ.get("GHOSTEDGE_VERBOSE"):
+        yield
+        return
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
