@@ -174,7 +174,9 @@ class ImageDataset:
             except BadImageError:
                 if not self.skip_bad_images:
                     raise
-                self.bad_images.append(self.describe_sample(int(i)))
+                name = self.describe_sample(int(i))
+                if name not in self.bad_images:  # counted once, not once per epoch
+                    self.bad_images.append(name)
                 continue
             kept.append(int(i))
         labels = np.asarray([self.samples[i][1] for i in kept], dtype=np.int64)

@@ -60,7 +60,9 @@ def open_train_val(config: TrainConfig, spec: Any) -> tuple[ImageDataset, ImageD
                         "use one sub-folder per class (or a CIFAR/ImageNet layout, or 'digits')")
     if val_ds.classes != train_ds.classes:
         val_ds = align_classes(val_ds, train_ds.classes, what="the training data")
-    return train_ds.subset(config.limit_train, config.seed), val_ds.subset(config.limit_val, 0)
+    # The subsets are part of the data definition, not of the training noise: they follow split_seed, so
+    # a seed sweep compares training runs on the same images.
+    return train_ds.subset(config.limit_train, config.split_seed), val_ds.subset(config.limit_val, config.split_seed)
 
 
 def train(config: TrainConfig, model_factory: ModelFactory | None = None) -> TrainResult:
