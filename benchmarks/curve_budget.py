@@ -2,6 +2,7 @@
 
     python benchmarks/curve_budget.py                      # train speed of every model, then the budget
     python benchmarks/curve_budget.py --export --qemu      # also time one export and one qemu count per model
+    python benchmarks/curve_budget.py --threads 1 --ref-ips 600 --limit-val 2000   # the committed budget
 
 For each model of the sweep it measures eager training throughput (SGD steps on 32x32 batches, the
 given thread count) and evaluation throughput, optionally one full export (ONNX + TFLite, FP32 + INT8)
@@ -104,6 +105,8 @@ def main() -> None:
     ap.add_argument("--ref-ips", type=float, default=None,
                     help="GhostNet 0.5x training img/s on an idle machine: rescale all speeds by their ratio")
     ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--limit-val", type=int, default=VAL_IMAGES,
+                    help="images the training loop validates on after each epoch (the sweep's --limit-val)")
     args = ap.parse_args()
     models = [m for m in args.models.split(",") if m]
 
@@ -131,7 +134,7 @@ def main() -> None:
         total = 0.0
         for r in rows:
             tips, eips = r["train_ips"] * scale, r["eval_ips"] * scale
-            per_run = epochs * (TRAIN_IMAGES / tips + VAL_IMAGES / eips) + r["export_s"]
+            per_run = epochs * (TRAIN_IMAGES / tips + args.limit_val / eips) + r["export_s"]
             per_run += len(FORMATS) * VAL_IMAGES / eips  # each artifact on the whole test split (TFLite ~ eager)
             total += args.seeds * per_run
             total += len(FORMATS) * 6.0 + (len(FORMATS) - 1) * r["qemu_s"]  # host latency + qemu counts

@@ -172,7 +172,9 @@ def test_latency_only_pairs_measured_latency_with_published_accuracy(tmp_path: P
     md = (work / "curve.md").read_text()
     assert "published ImageNet top-1" in md and "not measured here" in md
     svg = (work / "curve.svg").read_text()
-    assert "published ImageNet top-1 (%) (paper), latency measured here" in svg
+    assert "published ImageNet top-1 vs latency measured here" in svg  # the title
+    assert "published ImageNet top-1 (%), paper" in svg  # the y axis
+    assert "over seeds" not in svg  # no seed-spread legend for published single numbers
     assert "paper Figure 7" in svg  # the overlay's own axis, labelled as the paper's
 
 

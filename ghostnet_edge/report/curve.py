@@ -566,15 +566,15 @@ def _write_outputs(sweep: _Sweep, points: list[CurvePoint], per_seed: dict[tuple
     png, svg = work / "curve.png", work / "curve.svg"
     atomic_write_text(csv_path, points_to_csv(points))
     atomic_write_text(md_path, points_to_markdown(points, rows, ctx))
-    y_label = ("published ImageNet top-1 (%) (paper), latency measured here" if cfg.latency_only
-               else "top-1 accuracy (%)")
+    y_label = "published ImageNet top-1 (%), paper" if cfg.latency_only else "top-1 accuracy (%)"
     note = ("accuracy: published (paper); latency/instructions measured here on random-init weights"
             if cfg.latency_only else f"latency measured on seed {cfg.seeds[0]}'s artifact; accuracy over seeds "
             f"{', '.join(map(str, cfg.seeds))}")
     overlay = cfg.paper_overlay and all(stages.input_size(m) == 224 for m in cfg.models)
     if cfg.paper_overlay and not overlay:
         sweep.log("  note: --paper-overlay skipped: the paper's points are ImageNet 224x224; some models here are not")
-    missing = draw_curve(points, png, svg, PlotOptions(title=title, y_label=y_label, paper_overlay=overlay, note=note))
+    missing = draw_curve(points, png, svg, PlotOptions(title=title, y_label=y_label, paper_overlay=overlay, note=note,
+                                                       spread_legend=not cfg.latency_only))
     sweep.log(f"wrote {csv_path}, {md_path}, {png}, {svg}"
               + (f"; {len(sweep.failures)} failed step(s) in {sweep.failures_path}" if sweep.failures else ""))
     return CurveResult(work=work, points=points, failures=list(sweep.failures), csv=csv_path, markdown=md_path,

@@ -41,6 +41,7 @@ class PlotOptions:
     title: str = "Accuracy vs latency"
     y_label: str = "top-1 accuracy (%)"
     paper_overlay: bool = False
+    spread_legend: bool = True    # False when accuracies are published single numbers (no seeds)
     note: str = ""            # extra footnote line, e.g. "latency measured once per model on seed 0"
 
 
@@ -86,9 +87,11 @@ def draw_curve(points: Sequence[CurvePoint], png: Path | str, svg: Path | str | 
             ax.set_visible(False)
         legend = [Line2D([], [], color="k", marker="o", linestyle="-", label="FP32 (filled, solid)"),
                   Line2D([], [], color="k", marker="o", markerfacecolor="none", linestyle="--",
-                         label="INT8 (hollow, dashed)"),
-                  Line2D([], [], color="k", linewidth=3, alpha=0.5, label="± 1 std over seeds"),
-                  Line2D([], [], color="k", linewidth=0.8, marker="_", markersize=8, label="min–max over seeds")]
+                         label="INT8 (hollow, dashed)")]
+        if opts.spread_legend:
+            legend += [Line2D([], [], color="k", linewidth=3, alpha=0.5, label="± 1 std over seeds"),
+                       Line2D([], [], color="k", linewidth=0.8, marker="_", markersize=8,
+                              label="min–max over seeds")]
         fams = sorted({p.family for p in pts if p.plottable})
         legend += [Line2D([], [], color=FAMILY_COLORS.get(f, "grey"), linewidth=2, label=f) for f in fams]
         if opts.paper_overlay:
