@@ -205,3 +205,26 @@ def test_interrupted_sweep_resumes_without_losing_finished_runs(tmp_path: Path, 
     assert result.counters["eval_reused"] == 1 and result.counters["eval_done"] == 1
     assert (seed0 / "model.pt").stat().st_mtime_ns == first_ckpt
     assert result.points[0].n_seeds == 2 and result.points[0].status == "ok"
+
+
+def test_calibration_folder_is_a_seeded_draw_of_the_training_split(tmp_path: Path, cifar_tar: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """INT8 calibration sees real training images of the swept data set, as lossless PNG class folders."""
+    import numpy as np
+    from PIL import Image
+
+    from ghostnet_edge.data.datasets import CIFAR10_CLASSES
+    from ghostnet_edge.report.stages import DONE_MARKER, calibration_folder
+
+    monkeypatch.setenv("GHOSTEDGE_CIFAR_TAR", str(cifar_tar))
+    out = calibration_folder("cifar10", tmp_path / "calib", 40, seed=0)
+    files = sorted(out.rglob("*.png"))
+    assert len(files) == 40 and {f.parent.name for f in files} == set(CIFAR10_CLASSES)  # class-balanced
+    assert np.asarray(Image.open(files[0])).shape == (32, 32, 3)
+    again = calibration_folder("cifar10", tmp_path / "calib2", 40, seed=0)
+    assert [f.read_bytes() for f in sorted(again.rglob("*.png"))] == [f.read_bytes() for f in files]
+    stamp = (out / DONE_MARKER).stat().st_mtime_ns
+    calibration_folder("cifar10", out, 40, seed=0)  # reused, not rewritten
+    assert (out / DONE_MARKER).stat().st_mtime_ns == stamp
+    digits = calibration_folder("digits", tmp_path / "d", 20, seed=0)
+    assert len(list(digits.rglob("*.png"))) == 20
