@@ -64,17 +64,9 @@ def make_step(model_name: str, channels_last: bool, bf16: bool, compile_: bool, 
     return model, step
 
 
-def fingerprint(model) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def deterministic(model_name: str, opts: tuple[bool, bool, bool, bool], batch) -> bool:
+    from ghostnet_edge.train.loop import state_fingerprint
+
     prints = []
     for _ in range(2):
         import torch
@@ -83,7 +75,7 @@ def deterministic(model_name: str, opts: tuple[bool, bool, bool, bool], batch) -
         model, step = make_step(model_name, *opts)
         for _ in range(2):
             step(*batch)
-        prints.append(fingerprint(model))
+        prints.append(state_fingerprint(model))
     return prints[0] == prints[1]
 
 

@@ -24,9 +24,7 @@ seeded by ``(seed, epoch, i)``, so a sample looks the same whatever the batch or
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import fcntl
 import json
 import os
 import pickle
@@ -34,7 +32,7 @@ import re
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -45,7 +43,7 @@ import numpy as np
 from ghostnet_edge.data.images import is_image_file, load_rgb
 from ghostnet_edge.data.transforms import SMALL_INPUT_MAX, Preprocess
 from ghostnet_edge.errors import BadImageError, DataError
-from ghostnet_edge.utils.atomic import atomic_path, atomic_write_json
+from ghostnet_edge.utils.atomic import atomic_path, atomic_write_json, file_lock
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CLASS_INDEX_FILE = "imagenet_class_index.json"
@@ -666,18 +664,6 @@ def _is_tar(path: Path) -> bool:
     return path.name.endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz"))
 
 
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    """Serialise cache building across processes (parallel tests, distributed ranks)."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def tar_cache_folder(tar_path: Path, cache_dir: str | Path | None = None) -> Path:
     """Cache folder for one tar, keyed by its name, size and mtime so a changed tar is re-extracted."""
     st = tar_path.stat()
@@ -719,7 +705,7 @@ def extract_tar(tar_path: Path, cache_dir: str | Path | None = None, subtree: st
     final = files / subtree if subtree else files
     if final.is_dir():
         return files
-    with _locked(folder.parent / f".{folder.name}.lock"):
+    with file_lock(folder.parent / f".{folder.name}.lock"):
         if final.is_dir():
             return files
         folder.mkdir(parents=True, exist_ok=True)
@@ -766,7 +752,7 @@ def tar_dataset(tar_path: Path, split: str, preprocess: Preprocess | None, skip_
 
 def _cached_array_dataset(files_ds: FileDataset, folder: Path, key: str, skip_bad_images: bool) -> ImageDataset:
     """Decode every image of ``files_ds`` once into ``<key>.images.npy`` (+ ``<key>.json``) and open it."""
-    with _locked(folder.parent / f".{folder.name}.lock"):
+    with file_lock(folder.parent / f".{folder.name}.lock"):
         if not (folder / f"{key}.images.npy").is_file() or not (folder / f"{key}.json").is_file():
             _build_array_cache(files_ds, folder / f"{key}.images.npy", folder / f"{key}.json")
     ds = _load_array_cache(folder, key, files_ds.preprocess, skip_bad_images)

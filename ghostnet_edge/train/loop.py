@@ -33,6 +33,7 @@ from ghostnet_edge.train.evaluate import autocast, evaluate, progress_bar
 from ghostnet_edge.train.schedule import lr_at, param_groups
 from ghostnet_edge.train.speed import resolve_speed
 from ghostnet_edge.utils.atomic import atomic_write_json, atomic_write_text, ensure_writable_dir
+from ghostnet_edge.utils.seeding import seed_everything
 
 LAST, BEST, FINAL, METRICS = "last.pt", "best.pt", "model.pt", "metrics.jsonl"
 
@@ -94,8 +95,6 @@ class _Run:
         self.spec = get_spec(config.model)
         self.train_ds, self.val_ds = open_train_val(config, self.spec)
         self.classes = list(self.train_ds.classes)
-        from ghostnet_edge.utils.seeding import seed_everything
-
         seed_everything(config.seed)
         if model_factory is None:
             self.model = create_model(config.model, num_classes=len(self.classes), seed=config.seed)

@@ -7,6 +7,7 @@ within one file system is atomic, so readers see either the old file or the comp
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -106,6 +107,23 @@ def atomic_dir(final: Path | str, force: bool = False) -> Iterator[Path]:
     os.replace(staging, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path | str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if needed) while building a shared cache.
+
+    Two processes filling the same cache (parallel test runs, distributed ranks) then do the work
+    once: the second waits, then finds the finished result.
+    """
+    path = Path(path)
+    ensure_writable_dir(path.parent)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
