@@ -52,7 +52,6 @@ class TrainConfig:
     split_seed: int = 0                  # the train/val split of data sets that have none (digits, flat folders)
     val_fraction: float = 0.2
     progress: bool = True
-    extra_meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
