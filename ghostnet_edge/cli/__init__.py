@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, click.exceptions.ClickException):
             exc.show()
             return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, getattr(click.exceptions, "Abort", ())):
             return 1
         raise
     return result if isinstance(result, int) else 0
