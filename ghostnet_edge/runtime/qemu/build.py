@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import compileall
 import contextlib
-import fcntl
 import json
 import os
 import py_compile
@@ -32,14 +31,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ghostnet_edge.errors import TargetError
 from ghostnet_edge.runtime.qemu import sysroot as sr
-from ghostnet_edge.utils.atomic import atomic_dir, ensure_writable_dir
+from ghostnet_edge.utils.atomic import atomic_dir, ensure_writable_dir, file_lock
 
 Log = Callable[[str], None]
 APT_LOCK_TIMEOUT_S = 300
@@ -114,18 +113,6 @@ def _privileged() -> list[str] | None:
 
 def _apt_get(*args: str) -> list[str]:
     return ["apt-get", "-o", f"DPkg::Lock::Timeout={APT_LOCK_TIMEOUT_S}", *args]
-
-
-@contextlib.contextmanager
-def _build_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock (two builds at once would download and rename over each other)."""
-    ensure_writable_dir(path.parent)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def tree_size(path: Path) -> int:
@@ -425,7 +412,8 @@ def build_sysroot(force: bool = False, allow_apt: bool = True, log: Log = print)
     t0 = time.perf_counter()
     steps: dict[str, float] = {}
     root, plugin = sr.sysroot_dir(), sr.plugin_path()
-    with _build_lock(root.parent / ".sysroot-aarch64.lock"):
+    # two builds at once would download and rename over each other
+    with file_lock(root.parent / ".sysroot-aarch64.lock"):
         ensure_qemu(allow_apt, log)
         qemu, qemu_version = sr.find_qemu()
         built_root = force or not root_is_current(root)
