@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The committed CIFAR-10 reproduction of GhostNet's Figure 7 (accuracy vs latency), spread over seeds.
 #
-#   bash scripts/reproduce_cifar10.sh            # ~2 h on 2 idle cores; resumable: re-run after a stop
+#   bash scripts/reproduce_cifar10.sh            # ~100 min on 2 cores; resumable: re-run after a stop
 #   WORK=/big/disk/cifar-curve bash scripts/reproduce_cifar10.sh
 #
 # Budget (chosen so the whole sweep fits 150 min on a 2-core machine; see docs/results/README.md):
 #   5 models (GhostNet 0.5x/1.0x/1.3x, MobileNetV3-Small/Large 1.0x, 32x32 CIFAR forms) x 3 seeds,
-#   2 epochs over the full 50,000-image training split, batch 64, SGD + cosine, two runs at a time
+#   1 epoch over the full 50,000-image training split, batch 64, SGD + cosine, two runs at a time
 #   (one thread each); per-epoch monitoring on 2,000 test images; final accuracy of every artifact on
 #   all 10,000 test images; formats torch/onnx/onnx-int8/tflite/tflite-int8 (INT8 calibrated on 128
 #   training images); latency on the host (1 thread) and guest instructions on emulated Cortex-A76.
@@ -25,7 +25,7 @@ args=(curve
   --seeds 0,1,2
   --formats torch,onnx,onnx-int8,tflite,tflite-int8
   --target host --target qemu-aarch64
-  --data cifar10 --epochs 2 --limit-val 2000
+  --data cifar10 --epochs 1 --limit-val 2000
   --train-jobs 2 --train-threads 1
   --work "$WORK")
 
