@@ -12,6 +12,12 @@ checked for determinism: two fresh 2-step runs (batch 32) from the same seed mus
 On a CPU without native bf16 (no avx512_bf16/amx_bf16) bf16 autocast is emulated and an order of
 magnitude slower, so its configurations then time a single step per round.
 The data pipeline is timed on its own (uint8 cache -> augmented float batch).
+
+"data-parallel 2x1" is what ``ghostedge train --procs 2`` runs: two processes with one thread each, each
+taking half of the same batch of 128, gradients all-reduced by DistributedDataParallel over gloo on
+127.0.0.1, the same global batch and the same total of 2 threads as the baseline. Its processes stay
+up between rounds (blocked on a pipe, so they use no CPU while the other configurations run); its
+determinism check trains two fresh pairs of processes and compares rank 0's weights.
 """
 
 from __future__ import annotations
@@ -79,6 +85,94 @@ def deterministic(model_name: str, opts: tuple[bool, bool, bool, bool], batch) -
     return prints[0] == prints[1]
 
 
+def _dp_worker(rank: int, world: int, port: int, model_name: str, batch, conn) -> None:
+    """One rank of the data-parallel configuration; obeys ("run", steps), ("fingerprint",), ("stop",)."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    import torch
+    import torch.distributed as dist
+
+    from ghostnet_edge.train.loop import state_fingerprint
+    from ghostnet_edge.train.schedule import param_groups
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    model, _ = make_step(model_name, False, False, False, False)  # same init on every rank (seed 0)
+    torch.manual_seed(1 + 7919 * rank)  # dropout masks differ per rank, as in the trainer
+    net = torch.nn.parallel.DistributedDataParallel(model)
+    opt = torch.optim.SGD(param_groups(model, 5e-4), lr=0.05, momentum=0.9, nesterov=True)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    per = len(batch[0]) // world
+    x, y = batch[0][rank * per:(rank + 1) * per], batch[1][rank * per:(rank + 1) * per]
+
+    def step() -> None:
+        loss = loss_fn(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    while True:
+        cmd = conn.recv()
+        if cmd[0] == "run":
+            for _ in range(cmd[1]):
+                step()
+            dist.barrier()
+            conn.send("done")
+        elif cmd[0] == "fingerprint":
+            conn.send(state_fingerprint(model))
+        else:
+            break
+    dist.destroy_process_group()
+
+
+class DataParallel:
+    """Two single-thread ranks kept alive across rounds; ``step(*batch)`` runs one global step."""
+
+    def __init__(self, model_name: str, batch, world: int = 2) -> None:
+        import multiprocessing as mp
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        ctx = mp.get_context("spawn")
+        self.conns, self.procs = [], []
+        for rank in range(world):
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=_dp_worker, args=(rank, world, port, model_name, batch, child), daemon=True)
+            p.start()
+            self.conns.append(parent)
+            self.procs.append(p)
+
+    def run(self, steps: int) -> None:
+        for c in self.conns:
+            c.send(("run", steps))
+        for c in self.conns:
+            c.recv()
+
+    def step(self, *_batch) -> None:
+        self.run(1)
+
+    def fingerprint(self) -> str:
+        self.conns[0].send(("fingerprint",))
+        return self.conns[0].recv()
+
+    def close(self) -> None:
+        for c in self.conns:
+            c.send(("stop",))
+        for p in self.procs:
+            p.join(timeout=30)
+
+
+def dp_deterministic(model_name: str, batch) -> bool:
+    prints = []
+    for _ in range(2):
+        dp = DataParallel(model_name, batch)
+        dp.run(2)
+        prints.append(dp.fingerprint())
+        dp.close()
+    return prints[0] == prints[1]
+
+
 def data_pipeline_speed(batch_size: int, seconds: float = 3.0) -> dict:
     """Images/s of the training loader on the digits data (uint8 array -> crop/flip -> normalised NCHW)."""
     from ghostnet_edge.data import iterate_batches, open_dataset
@@ -103,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile)")
     ap.add_argument("--no-bf16", action="store_true",
                     help="skip the bf16 configurations (minutes per model where bf16 is emulated)")
+    ap.add_argument("--no-data-parallel", action="store_true", help="skip the 2-process configuration")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     args = ap.parse_args(argv)
 
@@ -122,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
           f"batch {args.batch_size}, native bf16: {native_bf16()}, load avg {os.getloadavg()[0]:.1f}", flush=True)
     results: dict = {"machine": machine, "versions": package_versions(), "threads": args.threads,
                      "batch_size": args.batch_size, "models": {}}
+    dp_name = f"data-parallel {args.threads}x1 (--procs {args.threads})"
     for name in args.models:
         steps, setup = {}, {}
         for cname, opts in configs.items():
@@ -130,22 +226,38 @@ def main(argv: list[str] | None = None) -> int:
             step(*batch)  # warm-up (and compilation)
             setup[cname] = time.perf_counter() - t0
             steps[cname] = step
-        rates: dict[str, list[float]] = {c: [] for c in configs}
-        n_steps = {c: 1 if configs[c][1] and not native_bf16() else args.steps for c in configs}
+        dp = None
+        if not args.no_data_parallel and args.threads > 1:
+            t0 = time.perf_counter()
+            dp = DataParallel(name, batch, world=args.threads)
+            dp.run(1)  # warm-up
+            setup[dp_name] = time.perf_counter() - t0
+            steps[dp_name] = dp.step
+        rates: dict[str, list[float]] = {c: [] for c in steps}
+        n_steps = {c: 1 if c in configs and configs[c][1] and not native_bf16() else args.steps for c in steps}
         for _ in range(args.rounds):
             for cname, step in steps.items():
                 t0 = time.perf_counter()
-                for _ in range(n_steps[cname]):
-                    step(*batch)
+                if cname == dp_name:
+                    dp.run(n_steps[cname])
+                else:
+                    for _ in range(n_steps[cname]):
+                        step(*batch)
                 rates[cname].append(n_steps[cname] * args.batch_size / (time.perf_counter() - t0))
+        if dp is not None:
+            dp.close()
         base = statistics.median(rates["eager fp32"])
         rows = {}
         print(f"\n{name}")
         print(f"  {'config':<30} {'img/s':>8} {'x eager':>8} {'setup s':>8}  deterministic")
-        for cname, opts in configs.items():
+        small = (batch[0][:DET_BATCH], batch[1][:DET_BATCH])
+        for cname in steps:
             med = statistics.median(rates[cname])
-            # Compiling twice more for the check would take many minutes on 2 cores: not checked.
-            det = None if opts[2] else deterministic(name, opts, (batch[0][:DET_BATCH], batch[1][:DET_BATCH]))
+            if cname == dp_name:
+                det = dp_deterministic(name, small)
+            else:  # compiling twice more for the check would take many minutes on 2 cores: not checked
+                opts = configs[cname]
+                det = None if opts[2] else deterministic(name, opts, small)
             rows[cname] = {"images_per_s": med, "ratio": med / base, "rounds": rates[cname],
                            "setup_seconds": setup[cname], "deterministic": det}
             print(f"  {cname:<30} {med:8.1f} {med / base:8.2f} {setup[cname]:8.1f}  "

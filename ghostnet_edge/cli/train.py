@@ -44,6 +44,9 @@ def register(app: typer.Typer) -> None:
         bf16: bool | None = typer.Option(None, "--bf16/--no-bf16",
                                          help="bf16 autocast (default: on only with native bf16 CPU support)."),
         threads: int | None = typer.Option(None, "--threads", help="torch threads (default: cores / processes)."),
+        procs: int = typer.Option(1, "--procs", min=1,
+                                  help="Data-parallel processes on this machine (DDP over gloo, the batch split "
+                                  "between them); 2 on a 2-core CPU is faster than 2 threads, see the README."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     ) -> None:
         """Train a model with seeded, resumable SGD; writes checkpoints and metrics.jsonl to --out."""
@@ -57,7 +60,15 @@ def register(app: typer.Typer) -> None:
             skip_bad_images=skip_bad_images, progress=not quiet,
         )
         seed_list = _seed_list(seeds, ctx.args)
-        if seed_list:
+        if procs > 1:
+            from ghostnet_edge.train.launch import train_data_parallel
+
+            result = train_data_parallel(config, procs, seed_list or None)
+            if seed_list:
+                _print_sweep(result)
+            else:
+                _print_run(result)
+        elif seed_list:
             from ghostnet_edge.train import train_seeds
 
             _print_sweep(train_seeds(config, seed_list))
