@@ -1,19 +1,21 @@
 """Which speed options a run uses: channels_last memory format and bf16 autocast.
 
 ``benchmarks/train_speed.py`` measures the options side by side in one run (2 threads, batch 128, full
-SGD steps). On the development machine (AMD EPYC, AVX2 without AVX-512, 2 cores shared with other jobs)
-it found, as ratios to eager fp32 NCHW measured in the same run:
+SGD steps, interleaved rounds). On the development machine (AMD EPYC, AVX2 without AVX-512, 2 cores
+shared with other jobs) it found, as ratios to eager fp32 NCHW measured in the same run
+(``--no-bf16 --steps 3 --rounds 5``, 2026-11-22, results in ``docs/results/train_speed.json``):
 
-* eager fp32: 316 / 149 / 109 img/s for ghostnet_cifar_050 / 100 / 130 (load average 0.1-1.6);
-* channels_last: 0.90x / 0.99x / 0.93x (``--no-bf16 --steps 3 --rounds 5``): no gain;
-* bf16 autocast: 0.09x / 0.05x / 0.07x (``--steps 3 --rounds 3``, load average ~3): this CPU has no
-  ``avx512_bf16``/``amx_bf16``, so every bf16 op is emulated;
-* foreach SGD 0.88x-1.10x and torch.compile 0.91x after a 390 s cold compile
-  (``--models ghostnet_cifar_050 --no-bf16 --compile``): within the noise at best.
+* eager fp32: 268 / 140 / 109 img/s for ghostnet_cifar_050 / 100 / 130;
+* data-parallel, 2 processes x 1 thread (``ghostedge train --procs 2``, see ``train/launch.py``):
+  1.18x / 1.23x / 1.21x, deterministic: the one option that is faster every time;
+* channels_last: 0.94x / 1.27x / 1.06x here, 0.90x / 0.99x / 0.93x in an earlier run: noise, not a gain;
+* foreach SGD 0.99x-1.04x; bf16 autocast 0.05x-0.09x (this CPU has no ``avx512_bf16``/``amx_bf16``,
+  so every bf16 op is emulated); torch.compile 0.91x after a 390 s cold compile.
 
-So "auto" means eager fp32 NCHW on such CPUs: bf16 only where the CPU computes it natively, and
-channels_last only when asked for (``--channels-last``) on CPUs where the benchmark shows it helps.
-Every option keeps determinism available: the same seed and thread count give the same bytes.
+So "auto" means eager fp32 NCHW in one process on such CPUs: bf16 only where the CPU computes it
+natively, channels_last only when asked for (``--channels-last``), several processes only when asked for
+(``--procs``, because it changes BatchNorm's batch). Every option keeps determinism: the same seed,
+thread count and process count give the same bytes.
 """
 
 from __future__ import annotations
