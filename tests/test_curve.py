@@ -15,7 +15,14 @@ import pytest
 
 from ghostnet_edge.cli import main
 from ghostnet_edge.errors import GhostEdgeError
-from ghostnet_edge.report.curve import CurveConfig, CurveResult, cli_command, run_curve, validate_config
+from ghostnet_edge.report.curve import (
+    CurveConfig,
+    CurveResult,
+    cli_command,
+    run_curve,
+    training_heartbeat,
+    validate_config,
+)
 
 # Nothing listens on port 1: the connection is refused at once, like a board that dropped off.
 DEAD_BOARD = "ssh://nobody@127.0.0.1:1"
@@ -228,3 +235,9 @@ def test_calibration_folder_is_a_seeded_draw_of_the_training_split(tmp_path: Pat
     assert (out / DONE_MARKER).stat().st_mtime_ns == stamp
     digits = calibration_folder("digits", tmp_path / "d", 20, seed=0)
     assert len(list(digits.rglob("*.png"))) == 20
+
+
+def test_training_heartbeat_says_what_is_done_and_what_is_left() -> None:
+    assert training_heartbeat(0, 15, 2, 130.0) == "  ... training: 0/15 run(s) done, 2 at a time, 2.2 min elapsed"
+    line = training_heartbeat(3, 15, 2, 600.0)                     # 3 runs in 10 min: 12 more take 40 min
+    assert line.endswith("10.0 min elapsed, about 40 min to go")

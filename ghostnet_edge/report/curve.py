@@ -50,6 +50,21 @@ from ghostnet_edge.utils.atomic import atomic_write_json, atomic_write_text, ens
 
 Log = Callable[[str], None]
 
+TRAIN_HEARTBEAT_S = 120.0  # how often parallel training says it is alive when no run has finished
+
+
+def training_heartbeat(finished: int, total: int, jobs: int, elapsed_s: float) -> str:
+    """One progress line for parallel training: runs done, elapsed, and a rough ETA once one finished.
+
+    The ETA assumes the remaining runs take as long as the finished ones on average (the sweep orders
+    models as given, so it is only a guide when widths differ).
+    """
+    line = f"  ... training: {finished}/{total} run(s) done, {jobs} at a time, {elapsed_s / 60:.1f} min elapsed"
+    if finished:
+        remaining = elapsed_s / finished * (total - finished)   # runs finish at the rate seen so far
+        line += f", about {remaining / 60:.0f} min to go"
+    return line
+
 
 def _stderr_log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
@@ -257,16 +272,23 @@ class _Sweep:
                                    limit_train=cfg.limit_train, limit_val=cfg.limit_val,
                                    batch_size=cfg.batch_size, threads=cfg.train_threads or 1): (m, s)
                        for m, s in todo}
-            for fut in cf.as_completed(futures):
-                m, s = futures[fut]
-                try:
-                    ckpt = fut.result()
-                except Exception as exc:  # noqa: BLE001 - recorded; the other runs go on
-                    self.fail("train", m, s, None, None, exc)
-                    continue
-                self.trained_now.add((m, s))
-                self.count("train_done")
-                self.log(f"  trained {m} seed {s} ({time.perf_counter() - t0:.0f} s into training) -> {ckpt}")
+            pending, finished = set(futures), 0
+            while pending:
+                done, pending = cf.wait(pending, timeout=TRAIN_HEARTBEAT_S, return_when=cf.FIRST_COMPLETED)
+                if not done:  # a long run: say it is alive and when the training part should end
+                    self.log(training_heartbeat(finished, len(todo), jobs, time.perf_counter() - t0))
+                for fut in done:
+                    m, s = futures[fut]
+                    finished += 1
+                    try:
+                        ckpt = fut.result()
+                    except Exception as exc:  # noqa: BLE001 - recorded; the other runs go on
+                        self.fail("train", m, s, None, None, exc)
+                        continue
+                    self.trained_now.add((m, s))
+                    self.count("train_done")
+                    self.log(f"  trained {m} seed {s} ({finished}/{len(todo)}, "
+                             f"{time.perf_counter() - t0:.0f} s into training) -> {ckpt}")
 
     def calibration(self, seed: int) -> Path:
         """The folder INT8 calibration (and the export's held-out verification) draws from."""
