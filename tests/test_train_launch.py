@@ -74,3 +74,9 @@ def test_cli_procs_with_seeds_writes_the_spread(tmp_path, capsys):
     for s in (0, 1):
         assert load_checkpoint(out / f"seed_{s}" / "model.pt").meta["world_size"] == 2
     assert capsys.readouterr().out.count("2 seeds in") == 1                  # printed once, by rank 0's result
+
+
+def test_procs_inside_torchrun_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(GhostEdgeError, match="inside a torchrun launch"):
+        train_data_parallel(_config(tmp_path / "x"), procs=2)

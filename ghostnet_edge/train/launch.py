@@ -95,6 +95,9 @@ def train_data_parallel(config: TrainConfig, procs: int, seeds: list[int] | None
 
     # torch logs a warning per rank it stops after another failed; the one message below says it all.
     logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise GhostEdgeError("--procs cannot be used inside a torchrun launch (WORLD_SIZE is set)",
+                             "use torchrun's --nproc-per-node or --procs, not both")
     check_procs(procs, config.batch_size)
     config.validate()
     if config.threads is None:
