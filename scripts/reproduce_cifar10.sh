@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The committed CIFAR-10 reproduction of GhostNet's Figure 7 (accuracy vs latency), spread over seeds.
 #
-#   bash scripts/reproduce_cifar10.sh            # ~100 min on 2 cores; resumable: re-run after a stop
+#   bash scripts/reproduce_cifar10.sh            # 91 min on 2 cores (2026-11-22); resumable: re-run after a stop
 #   WORK=/big/disk/cifar-curve bash scripts/reproduce_cifar10.sh
 #
 # Budget (chosen so the whole sweep fits 150 min on a 2-core machine; see docs/results/README.md):
