@@ -125,15 +125,14 @@ def _dp_worker(rank: int, world: int, port: int, model_name: str, batch, conn) -
 
 
 class DataParallel:
-    """Two single-thread ranks kept alive across rounds; ``step(*batch)`` runs one global step."""
+    """Single-thread ranks kept alive across rounds; ``run(steps)`` runs that many global steps."""
 
     def __init__(self, model_name: str, batch, world: int = 2) -> None:
         import multiprocessing as mp
-        import socket
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        from ghostnet_edge.utils.net import free_local_port
+
+        port = free_local_port()
         ctx = mp.get_context("spawn")
         self.conns, self.procs = [], []
         for rank in range(world):
@@ -148,9 +147,6 @@ class DataParallel:
             c.send(("run", steps))
         for c in self.conns:
             c.recv()
-
-    def step(self, *_batch) -> None:
-        self.run(1)
 
     def fingerprint(self) -> str:
         self.conns[0].send(("fingerprint",))
@@ -219,30 +215,26 @@ def main(argv: list[str] | None = None) -> int:
                      "batch_size": args.batch_size, "models": {}}
     dp_name = f"data-parallel {args.threads}x1 (--procs {args.threads})"
     for name in args.models:
-        steps, setup = {}, {}
+        runners, setup = {}, {}  # config -> run(n): n global steps on the batch
         for cname, opts in configs.items():
             t0 = time.perf_counter()
             _, step = make_step(name, *opts)
             step(*batch)  # warm-up (and compilation)
             setup[cname] = time.perf_counter() - t0
-            steps[cname] = step
+            runners[cname] = lambda n, step=step: [step(*batch) for _ in range(n)]
         dp = None
         if not args.no_data_parallel and args.threads > 1:
             t0 = time.perf_counter()
             dp = DataParallel(name, batch, world=args.threads)
             dp.run(1)  # warm-up
             setup[dp_name] = time.perf_counter() - t0
-            steps[dp_name] = dp.step
-        rates: dict[str, list[float]] = {c: [] for c in steps}
-        n_steps = {c: 1 if c in configs and configs[c][1] and not native_bf16() else args.steps for c in steps}
+            runners[dp_name] = dp.run
+        rates: dict[str, list[float]] = {c: [] for c in runners}
+        n_steps = {c: 1 if c in configs and configs[c][1] and not native_bf16() else args.steps for c in runners}
         for _ in range(args.rounds):
-            for cname, step in steps.items():
+            for cname, run in runners.items():
                 t0 = time.perf_counter()
-                if cname == dp_name:
-                    dp.run(n_steps[cname])
-                else:
-                    for _ in range(n_steps[cname]):
-                        step(*batch)
+                run(n_steps[cname])
                 rates[cname].append(n_steps[cname] * args.batch_size / (time.perf_counter() - t0))
         if dp is not None:
             dp.close()
@@ -251,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{name}")
         print(f"  {'config':<30} {'img/s':>8} {'x eager':>8} {'setup s':>8}  deterministic")
         small = (batch[0][:DET_BATCH], batch[1][:DET_BATCH])
-        for cname in steps:
+        for cname in runners:
             med = statistics.median(rates[cname])
             if cname == dp_name:
                 det = dp_deterministic(name, small)

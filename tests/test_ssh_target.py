@@ -22,6 +22,7 @@ from ghostnet_edge.runtime.bench import BenchConfig, bench
 from ghostnet_edge.runtime.targets import parse_target
 from ghostnet_edge.runtime.targets.ssh import classify_ssh_failure, parse_ssh_url, ssh_argv
 from ghostnet_edge.runtime.tiny_models import build_tiny_models
+from ghostnet_edge.utils.net import free_local_port
 
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
 FAST = BenchConfig(warmup=2, min_runs=10, min_seconds=0.2, remeasure=0)
@@ -30,12 +31,6 @@ FAST = BenchConfig(warmup=2, min_runs=10, min_seconds=0.2, remeasure=0)
 @pytest.fixture(scope="session")
 def tiny(cache_dir: Path) -> dict[str, Path]:
     return build_tiny_models(cache_dir / "runtime")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -74,7 +69,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     keygen(d / "host_key")
     keygen(d / "user_key")
     shutil.copy(d / "user_key.pub", d / "authorized_keys")
-    port = free_port()
+    port = free_local_port()
     (d / "sshd_config").write_text(f"""Port {port}
 ListenAddress 127.0.0.1
 HostKey {d / 'host_key'}
@@ -186,10 +181,10 @@ def test_wrong_user_key_is_refused(sshd: Server, tiny: dict[str, Path], tmp_path
 def test_unreachable_port_is_a_clear_error(tiny: dict[str, Path], tmp_path: Path) -> None:
     (tmp_path / "kh").write_text("")
     rc = cli_main(["bench", str(tiny["tiny_fp32.tflite"]), "--target",
-                   f"ssh://root@127.0.0.1:{free_port()}?known_hosts={tmp_path / 'kh'}&timeout=5"])
+                   f"ssh://root@127.0.0.1:{free_local_port()}?known_hosts={tmp_path / 'kh'}&timeout=5"])
     assert rc == 2
     with pytest.raises(TargetError, match="cannot reach"):
-        bench([tiny["tiny_fp32.tflite"]], f"ssh://root@127.0.0.1:{free_port()}?timeout=5", FAST)
+        bench([tiny["tiny_fp32.tflite"]], f"ssh://root@127.0.0.1:{free_local_port()}?timeout=5", FAST)
 
 
 def test_board_without_python_or_numpy_or_interpreter(sshd: Server, tiny: dict[str, Path], tmp_path: Path) -> None:

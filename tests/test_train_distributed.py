@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,15 +19,10 @@ from torch import nn
 
 from ghostnet_edge.models.checkpoint import load_checkpoint
 from ghostnet_edge.train import TrainConfig, train
+from ghostnet_edge.utils.net import free_local_port
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "ghostnet_cifar_050"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _config(out: Path) -> TrainConfig:
@@ -61,7 +55,7 @@ def test_torchrun_cli_two_ranks_end_identical(tmp_path):
     out = tmp_path / "ddp"
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
-           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+           "--master-addr", "127.0.0.1", "--master-port", str(free_local_port()),
            "-m", "ghostnet_edge", "train", "--model", MODEL, "--data", "digits", "--epochs", "1",
            "--batch-size", "16", "--limit-train", "48", "--limit-val", "40", "--threads", "1", "--out", str(out),
            "-q"]
@@ -84,7 +78,7 @@ def test_ddp_two_ranks_match_one_process(tmp_path):
     import torch.multiprocessing as mp
 
     ddp_out = tmp_path / "ddp"
-    mp.spawn(_worker, args=(2, _free_port(), str(ddp_out)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_local_port(), str(ddp_out)), nprocs=2, join=True)
     ranks = [json.loads((ddp_out / f"rank{r}.json").read_text()) for r in range(2)]
     assert ranks[0]["fingerprints"] == ranks[1]["fingerprints"] and len(set(ranks[0]["fingerprints"])) == 1
     assert ranks[0]["val_n"] == 40                        # sharded eval counted each image once

@@ -1,10 +1,11 @@
 """``ghostedge train --procs N``: data-parallel training over this machine's cores, one process per core.
 
-Why processes instead of threads: on a small CPU, one process with two intra-op threads spends much of
-each step in OpenMP barriers between tiny kernels (32x32 feature maps, depthwise convolutions), and a
-barrier stalls whenever the machine is shared. Two single-threaded processes that each take half of the
-global batch and all-reduce their gradients (DistributedDataParallel over gloo on 127.0.0.1) keep both
-cores busy. ``benchmarks/train_speed.py`` measures the two side by side; the ratio is in the README.
+Why processes instead of threads: on a small CPU, one process with two intra-op threads synchronises
+the threads inside every tiny kernel (32x32 feature maps, depthwise convolutions), most likely the
+reason it scales poorly; two single-threaded processes that each take half of the global batch meet only
+once per step, to all-reduce their gradients (DistributedDataParallel over gloo on 127.0.0.1).
+``benchmarks/train_speed.py`` measures the two side by side: 1.11-1.23x for GhostNet 1.0x/1.3x in every
+run, 0.94-1.18x for 0.5x (README, "Training speed").
 
 What changes, and what does not:
 
@@ -23,11 +24,11 @@ The group is created once per rank here, so a ``--seeds`` sweep reuses it for ev
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ghostnet_edge.errors import GhostEdgeError
+from ghostnet_edge.utils.net import free_local_port
 
 if TYPE_CHECKING:  # pragma: no cover
     from ghostnet_edge.train.config import TrainConfig, TrainResult
@@ -51,12 +52,6 @@ def threads_per_rank(procs: int, cores: int | None = None) -> int:
     """Intra-op threads of each rank: the cores shared out evenly, at least one."""
     cores = cores if cores is not None else (os.cpu_count() or 1)
     return max(1, cores // procs)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _worker(rank: int, procs: int, port: int, config: TrainConfig, seeds: list[int] | None, queue: Any) -> None:
@@ -105,7 +100,7 @@ def train_data_parallel(config: TrainConfig, procs: int, seeds: list[int] | None
     ctx = mp.get_context("spawn")
     queue = ctx.SimpleQueue()
     try:
-        mp.spawn(_worker, args=(procs, _free_port(), config, seeds, queue), nprocs=procs, join=True)
+        mp.spawn(_worker, args=(procs, free_local_port(), config, seeds, queue), nprocs=procs, join=True)
     except mp.ProcessRaisedException as exc:
         if not queue.empty():
             kind, _rank, *rest = queue.get()
