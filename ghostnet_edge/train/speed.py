@@ -7,9 +7,12 @@ shared with other jobs) it found, as ratios to eager fp32 NCHW measured in the s
 
 * eager fp32: 268 / 140 / 109 img/s for ghostnet_cifar_050 / 100 / 130;
 * data-parallel, 2 processes x 1 thread (``ghostedge train --procs 2``, see ``train/launch.py``):
-  1.18x / 1.23x / 1.21x, deterministic: the one option that is faster every time;
-* channels_last: 0.94x / 1.27x / 1.06x here, 0.90x / 0.99x / 0.93x in an earlier run: noise, not a gain;
-* foreach SGD 0.99x-1.04x; bf16 autocast 0.05x-0.09x (this CPU has no ``avx512_bf16``/``amx_bf16``,
+  1.18x / 1.23x / 1.21x; a second run on a quieter machine 0.94x / 1.22x / 1.11x
+  (``docs/results/train_speed_run2.json``) and 0.5x alone with ``--rounds 9`` 1.09x: faster every time
+  for 1.0x and 1.3x, not a clear win for 0.5x; deterministic;
+* channels_last: 0.94x / 1.27x / 1.06x, then 0.81x / 1.07x / 0.95x, and 0.90x / 0.99x / 0.93x in an
+  earlier session: noise, not a gain;
+* foreach SGD 0.87x-1.04x over the three runs; bf16 autocast 0.05x-0.09x (this CPU has no ``avx512_bf16``/``amx_bf16``,
   so every bf16 op is emulated); torch.compile 0.91x after a 390 s cold compile.
 
 So "auto" means eager fp32 NCHW in one process on such CPUs: bf16 only where the CPU computes it
