@@ -40,9 +40,10 @@ def register(app: typer.Typer) -> None:
         limit_val: int | None = typer.Option(None, "--limit-val", help="Class-balanced subset of N validation images."),
         skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="Count and skip unreadable images."),
         channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last",
-                                                  help="Memory format (default: the faster one on this CPU)."),
+                                                  help="channels_last memory format (default off: no measured gain)."),
         bf16: bool | None = typer.Option(None, "--bf16/--no-bf16",
-                                         help="bf16 autocast (default: on only with native bf16 CPU support)."),
+                                         help="bf16 autocast (default off: fp32 on every CPU, so a seed gives the same "
+                                         "weights whatever the CPU; slower than fp32 where bf16 is emulated, see the README)."),
         threads: int | None = typer.Option(None, "--threads", help="torch threads (default: cores / processes)."),
         procs: int = typer.Option(1, "--procs", min=1,
                                   help="Data-parallel processes on this machine (DDP over gloo, the batch split "

@@ -22,10 +22,14 @@ TRAJECTORY_FIELDS = (
     "val_fraction", "channels_last", "bf16",
 )
 
+# Fields that say how this invocation runs, not what it trains: kept out of checkpoints so that a resumed
+# run writes the same bytes as an uninterrupted one.
+RUN_CONTROL_FIELDS = ("resume", "progress")
+
 
 @dataclass
 class TrainConfig:
-    """One training run. ``channels_last``/``bf16`` None mean "the fastest safe choice on this CPU"."""
+    """One training run. ``channels_last``/``bf16`` None mean the default: off, on every CPU."""
 
     model: str = "ghostnet_cifar_100"
     data: str = "digits"
@@ -86,6 +90,10 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["out"] = str(self.out)
         return d
+
+    def recorded(self) -> dict[str, Any]:
+        """What a checkpoint records of the run: everything but the run-control flags."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUN_CONTROL_FIELDS}
 
     def trajectory(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in TRAJECTORY_FIELDS}

@@ -128,7 +128,7 @@ class _Run:
             "epochs_done": self.epoch, "epochs_total": cfg.epochs, "accuracy": top1, "top5": top5,
             "data": str(cfg.data), "data_layout": self.train_ds.layout, "train_images": len(self.train_ds),
             "val_images": len(self.val_ds), "speed": self.speed, "world_size": self.ctx.world_size,
-            "train_config": cfg.to_dict(),
+            "train_config": cfg.recorded(),
         }
 
     def _save(self, name: str, with_state: bool) -> Path:

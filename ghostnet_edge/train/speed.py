@@ -15,10 +15,14 @@ shared with other jobs) it found, as ratios to eager fp32 NCHW measured in the s
 * foreach SGD 0.87x-1.04x over the three runs; bf16 autocast 0.05x-0.09x (this CPU has no ``avx512_bf16``/``amx_bf16``,
   so every bf16 op is emulated); torch.compile 0.91x after a 390 s cold compile.
 
-So "auto" means eager fp32 NCHW in one process on such CPUs: bf16 only where the CPU computes it
-natively, channels_last only when asked for (``--channels-last``), several processes only when asked for
-(``--procs``, because it changes BatchNorm's batch). Every option keeps determinism: the same seed,
-thread count and process count give the same bytes.
+So the default is eager fp32 NCHW in one process on every CPU. bf16 autocast only when asked for
+(``--bf16``): it changes the numerics, so a default that turned it on by CPU model would give a different
+checkpoint, accuracy and bytes for the same seed on an Intel Xeon with ``avx512_bf16``/AMX than on an AMD
+EPYC without it, and no measurement shows it faster even where it is native (on a Xeon with AMX and
+``avx512_bf16``, foreach+bf16 measured 1.07x eager fp32 against foreach fp32's 1.73x). channels_last only
+when asked for (``--channels-last``), several processes only when asked for (``--procs``, because it
+changes BatchNorm's batch). Every option keeps determinism: the same seed, thread count and process
+count give the same bytes on the same machine.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from typing import Any
 
 # From benchmarks/train_speed.py on the development CPU (see the module docstring): no gain, so off.
 AUTO_CHANNELS_LAST = False
+# Never on by default: bf16 changes a run's numerics, and a default must not depend on the CPU model.
+AUTO_BF16 = False
 
 
 @lru_cache(maxsize=1)
@@ -48,10 +54,10 @@ def native_bf16() -> bool:
 
 
 def resolve_speed(channels_last: bool | None, bf16: bool | None, threads: int) -> dict[str, Any]:
-    """Fill in the automatic choices; the result is recorded in the checkpoint meta."""
+    """Fill in the defaults (fp32, NCHW whatever the CPU); the result is recorded in the checkpoint meta."""
     return {
         "channels_last": AUTO_CHANNELS_LAST if channels_last is None else bool(channels_last),
-        "bf16": native_bf16() if bf16 is None else bool(bf16),
+        "bf16": AUTO_BF16 if bf16 is None else bool(bf16),
         "threads": int(threads),
         "auto": {"channels_last": channels_last is None, "bf16": bf16 is None},
     }
