@@ -155,6 +155,8 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, monkeypat
     assert resumed.resumed_from_epoch == 1 and resumed.epochs_done == 2
     s1, s2 = state_bytes(straight.checkpoint), state_bytes(resumed.checkpoint)
     assert all(s1[k] == s2[k] for k in s1)
+    # Same seed, same bytes: the files too, not only the tensors (no run-control flag or path recorded).
+    assert straight.checkpoint.read_bytes() == resumed.checkpoint.read_bytes()
     assert resumed.final_top1 == straight.final_top1
     assert len((tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()) == 2
     again = train(tiny(tmp_path / "resumed", resume=True))   # finished: nothing left to do

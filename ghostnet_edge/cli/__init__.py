@@ -45,24 +45,74 @@ def _root(
         os.environ["GHOSTEDGE_VERBOSE"] = "1"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, ``docker stop``, CI cancellation), handled like Ctrl-C: every cleanup path
+    that removes a staging folder or temporary file on KeyboardInterrupt runs for it too."""
+
+
+_signal_received: list[str] = []
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    _signal_received.append("SIGTERM")
+    raise Terminated()
+
+
+def _install_signal_handlers() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _interrupted() -> int:
+    """Say what happened on the real stderr, and the conventional exit code (130 Ctrl-C, 143 SIGTERM)."""
+    from ghostnet_edge.utils.native_stderr import restore_stderr
+
+    restore_stderr()   # a converter thread may have fd 2 pointed at a temporary file
+    what = "terminated (SIGTERM)" if _signal_received else "interrupted"
+    print(f"{what}; finished work is kept, nothing half-written was left, and a re-run resumes it",
+          file=sys.stderr, flush=True)
+    return 143 if _signal_received else 130
+
+
+def _exit_now_if_busy(code: int) -> int:
+    """After an interrupt, do not wait for a worker thread (a converter can take seconds to notice)."""
+    import threading
+
+    busy = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
+    if busy:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning GhostEdgeError into one plain message and exit code 2."""
     from ghostnet_edge.errors import GhostEdgeError
 
     _register_all()
+    _install_signal_handlers()
     try:
-        # Non-standalone click returns typer.Exit's code instead of raising it.
+        # Non-standalone click returns typer.Exit's code instead of raising it; typer turns a
+        # KeyboardInterrupt inside a command into Exit(130) before it reaches this function.
         result = app(args=argv, standalone_mode=False)
+        if result == 130:
+            return _exit_now_if_busy(_interrupted())
     except GhostEdgeError as exc:
         if os.environ.get("GHOSTEDGE_VERBOSE"):
             raise
+        from ghostnet_edge.utils.native_stderr import restore_stderr
+
+        restore_stderr()
         print(f"error: {exc.message}", file=sys.stderr)
         if exc.hint:
             print(f"hint: {exc.hint}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("interrupted; finished work is kept and a re-run resumes it", file=sys.stderr)
-        return 130
+        return _exit_now_if_busy(_interrupted())
     except SystemExit as exc:  # typer/click usage errors and explicit exits
         return int(exc.code or 0) if not isinstance(exc.code, str) else 1
     except Exception as exc:  # click usage errors come through here in non-standalone mode
@@ -75,6 +125,6 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             return exc.exit_code
         if isinstance(exc, getattr(click.exceptions, "Abort", ())):
-            return 1
+            return _exit_now_if_busy(_interrupted()) if isinstance(exc.__cause__, KeyboardInterrupt) else 1
         raise
     return result if isinstance(result, int) else 0

@@ -97,6 +97,9 @@ def register(app: typer.Typer) -> None:
 
         suppress_noise()
         if checkpoint is None and model:
+            from ghostnet_edge.models import get_spec
+
+            get_spec(model)   # an unknown name is the error to report, not the random-weights warning
             typer.echo(f"warning: no checkpoint: exporting {model} with random weights; its accuracy and "
                        "INT8 agreement mean nothing", err=True)
         cfg = ExportConfig(

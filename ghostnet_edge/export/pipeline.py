@@ -298,6 +298,49 @@ def _load(cfg: ExportConfig, warnings: list[str]) -> tuple[Any, Any, dict[str, A
     return model, spec, meta, False
 
 
+def _decode_all(image_sets: Sequence[Any], pre: Any, use_cache: bool) -> list[np.ndarray | None]:
+    """Decode every set (None stays None); unreadable images of all sets are named in one error."""
+    from ghostnet_edge.calib import calibration_tensors
+
+    arrays: list[np.ndarray | None] = []
+    problems: list[str] = []
+    for image_set in image_sets:
+        if image_set is None:
+            arrays.append(None)
+            continue
+        try:
+            arrays.append(calibration_tensors(image_set.files, pre, use_cache=use_cache).array)
+        except DataError as exc:
+            if "cannot be read" not in exc.message:
+                raise
+            problems.append(exc.message)
+            arrays.append(None)
+    if problems:
+        raise DataError(" and ".join(problems), "remove or replace these files (or convert them to JPEG/PNG) "
+                        "and run again")
+    return arrays
+
+
+# Refuse an export before converting when the disk has less free space than estimate_export_bytes():
+# seconds instead of minutes to the same error. (Tests switch it off to reach a disk that fills up mid-run.)
+CHECK_SPACE_UP_FRONT = True
+
+
+def estimate_export_bytes(model: Any, cfg: ExportConfig) -> int:
+    """Free space an export needs at its peak: every artifact plus the quantizers' temporary models.
+
+    Per fp32 weight byte: model.onnx 1, model_fp32.tflite 1, the two INT8 models 0.25 each, and
+    onnxruntime's quantizer and the per-layer report keep a temporary copy of the fp32 model (1); then
+    4 MiB for reports, labels and file-system slack. Measured on GhostNet 0.5x (5.3 MB of weights): a
+    complete FP32+INT8 ONNX+TFLite export fits in 17 MiB but not in 12 MiB; this estimates 21.6 MiB.
+    """
+    weight_bytes = 4 * sum(int(p.numel()) for p in model.parameters())
+    per_byte = 1.0 + (1.0 if "tflite" in cfg.formats else 0.0)
+    if cfg.int8:
+        per_byte += 0.25 * len(cfg.formats) + (1.0 if "onnx" in cfg.formats else 0.0)
+    return int(weight_bytes * per_byte) + 4 * 2**20
+
+
 def _with_input_size(spec: Any, size: tuple[int, int] | None) -> Any:
     from ghostnet_edge.models import check_input_size, get_spec
 
@@ -320,18 +363,18 @@ def export_artifacts(config: ExportConfig) -> ExportReport:
     timer = _Timer()
     t_start = time.perf_counter()
     warnings: list[str] = []
+    from ghostnet_edge.utils.atomic import check_output_dir
+
     with timer.stage("checks"):
         cfg = validate_config(config)
-        out = Path(cfg.out)
-        if out.exists() and not out.is_dir():
-            raise GhostEdgeError(f"{out} exists and is not a folder", "choose another --out")
-        if out.exists() and any(out.iterdir()) and not cfg.force:
-            raise GhostEdgeError(f"output folder {out} already exists and is not empty",
-                                 "pass --force to replace it, or choose another --out")
+        inputs = (cfg.checkpoint, cfg.calib, cfg.verify_data, cfg.val_data)
+        out = check_output_dir(cfg.out, cfg.force, inputs)
     with timer.stage("load_model"):
         model, spec, meta, trained = _load(cfg, warnings)
         spec = _with_input_size(spec, parse_input_size(cfg.input_size))
         model.eval()
+        needed = estimate_export_bytes(model, cfg)
+        check_output_dir(out, cfg.force, inputs, needed_bytes=needed if CHECK_SPACE_UP_FRONT else 0)
     # ---- images (drawn before any conversion, so a bad folder fails fast) ----------------------------
     with timer.stage("select_images"):
         from ghostnet_edge.calib import split_calibration_verification
@@ -350,10 +393,16 @@ def export_artifacts(config: ExportConfig) -> ExportReport:
             calib_set = None
     with timer.stage("dependencies"):
         check_dependencies(cfg)
-    from ghostnet_edge.utils.atomic import atomic_dir
+    from ghostnet_edge.utils.atomic import atomic_dir, out_of_space
 
     with atomic_dir(out, force=cfg.force) as staging:
-        report = _run(cfg, staging, out, timer, warnings, (model, spec, meta, trained), calib_set, verify_set)
+        try:
+            report = _run(cfg, staging, out, timer, warnings, (model, spec, meta, trained), calib_set, verify_set)
+        except Exception as exc:
+            full = out_of_space(out, exc, needed)   # checked while the staged files still take their space
+            if full is not None:
+                raise full from exc
+            raise
     report.out_dir = out
     report.cpu_timings = dict(timer.cpu)
     report.wall_seconds = time.perf_counter() - t_start
@@ -388,8 +437,7 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
         warnings.append("the checkpoint has no class names: labels.txt holds class_<index> placeholders")
 
     with timer.stage("preprocess"):
-        xv = calibration_tensors(verify_set.files, pre, use_cache=cfg.use_cache).array
-        xc = calibration_tensors(calib_set.files, pre, use_cache=cfg.use_cache).array if calib_set else None
+        xv, xc = _decode_all([verify_set, calib_set], pre, cfg.use_cache)
         yv = label_indices(verify_set.labels, labels, wnids)
         val = None
         if cfg.val_data is not None:
@@ -420,8 +468,9 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
 
     def _keep(name: str, fmt: str, precision: str, check: ov.Check) -> None:
         if not check.passed:
-            raise ExportError(f"{name} failed its check: {check.reason}; nothing was written",
-                              _fail_hint(precision, fmt))
+            section = next((sec for sec in sections if sec.get("artifact") == name), None)
+            raise ExportError(f"{name} failed its check: {check.reason}; nothing was written"
+                              + _worst_layers_text(section), _fail_hint(precision, fmt))
         path = staging / name
         artifacts.append(ArtifactReport(name, fmt, precision, path, path.stat().st_size, check.to_dict()))
 
@@ -603,7 +652,18 @@ def _fail_hint(precision: str, fmt: str) -> str:
         return ("the converted graph computes something different from PyTorch: check the model exports "
                 "cleanly (custom ops?) or raise --tolerance if the difference is rounding")
     return ("calibrate on more and more representative images (--num-calib, --calib-method percentile|entropy), "
-            "try per-channel weights, or lower --min-agreement; see quant_report for the worst layers")
+            "try per-channel weights, or lower --min-agreement")
+
+
+def _worst_layers_text(section: dict[str, Any] | None, k: int = 3) -> str:
+    """`` (layers losing the most: a -12.1 dB, ...)`` from a report section, since no report is written."""
+    from ghostnet_edge.export import report as rp
+
+    rows = [r for r in rp.worst((section or {}).get("layers") or [], k) if r.get("drop_db") is not None]
+    if not rows:
+        return ""
+    return " (layers losing the most signal: " + ", ".join(
+        f"{r['tensor']} {r['sqnr_db']} dB, -{r['drop_db']} dB" for r in rows) + ")"
 
 
 def suppress_noise() -> None:

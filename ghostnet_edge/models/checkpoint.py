@@ -16,7 +16,7 @@ import math
 import pickle
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,9 +123,22 @@ def sniff_format(head: bytes) -> str:
     return "unknown"
 
 
+# Callables in a pickle that exist to run commands or code: a file naming one of them is an attack or a
+# trap, not a checkpoint that merely holds an unusual object.
+_CODE_RUNNERS = re.compile(r"\b(?:posix|nt|os|subprocess|builtins|__builtin__|runpy|pty|commands|shutil|"
+                           r"importlib|socket)\.\w+|\b(?:eval|exec|compile|__import__|system|popen)\b", re.I)
+
+
 def _refused(path: Path, message: str) -> CheckpointError:
-    found = re.search(r"GLOBAL ([\w.]+)", message)
-    what = f" (it references {found.group(1)})" if found else ""
+    """The error for a pickle that a weights-only load refused, whatever words torch used for it."""
+    found = re.search(r"GLOBAL ([\w.]+)", message, re.I) or re.search(r"global '?([\w.]+)", message, re.I)
+    name = found.group(1) if found else None
+    if name and _CODE_RUNNERS.search(name):
+        return CheckpointError(
+            f"refused to load {path}: it tries to run code ({name}) when unpickled; it was not executed",
+            "do not use this file: it is not a plain checkpoint; ask its author for a .safetensors or "
+            "state_dict file")
+    what = f" (it references {name})" if name else ""
     return CheckpointError(
         f"refused to load {path}: it contains Python objects other than tensors{what}, "
         "and unpickling them could run arbitrary code",
@@ -157,8 +170,11 @@ def _read_raw(path: Path) -> tuple[Any, dict[str, Any] | None]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Unsupported global" in str(exc):
-            raise _refused(path, str(exc)) from None
+        # torch's wording changes between releases ("Unsupported global: GLOBAL x", "Trying to load
+        # unsupported GLOBAL x whose module y is blocked"): look for what it refused, not for a phrase.
+        text = str(exc)
+        if re.search(r"unsupported global|is blocked|weights only load failed", text, re.I):
+            raise _refused(path, text) from None
         raise CheckpointError(f"cannot read checkpoint {path}: the data is not a valid torch.save stream",
                               corrupt_hint) from None
     except (RuntimeError, EOFError, OSError, KeyError, ValueError) as exc:
@@ -374,24 +390,42 @@ def load_model(path_or_name: Path | str, num_classes: int | None = None, arch: s
     model = build_model(spec)
     problems = state_dict_mismatches(sd, model.state_dict())
     if problems:
-        shown = "\n  ".join(problems[:MAX_LISTED_MISMATCHES])
-        more = (f"\n  ... and {len(problems) - MAX_LISTED_MISMATCHES} more"
-                if len(problems) > MAX_LISTED_MISMATCHES else "")
-        raise CheckpointError(f"checkpoint {path} does not fit {spec.name} with {spec.num_classes} classes "
-                              f"({len(problems)} mismatched keys):\n  {shown}{more}",
-                              _mismatch_hint(spec, inferred, meta))
+        shown = "; ".join(problems[:MAX_LISTED_MISMATCHES])
+        more = f"; and {len(problems) - MAX_LISTED_MISMATCHES} more" if len(problems) > MAX_LISTED_MISMATCHES else ""
+        raise CheckpointError(f"checkpoint {path} does not fit {spec.name} with {spec.num_classes} classes: "
+                              f"{len(problems)} mismatched keys (first: {shown}{more})",
+                              _mismatch_hint(spec, inferred, meta, problems))
+    check_finite(sd, path)
     model.load_state_dict(sd, strict=True)
     model.spec = spec
     return model.eval(), spec, meta
 
 
-def _mismatch_hint(spec: ModelSpec, inferred: tuple[str, int] | None, meta: Mapping[str, Any]) -> str:
-    truth = (str(meta["model"]), int(meta.get("num_classes") or 0)) if meta.get("model") else inferred
+def check_finite(sd: Mapping[str, torch.Tensor], path: Path | str) -> None:
+    """Refuse weights holding NaN or Inf (a diverged training), before any conversion is blamed for them."""
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"checkpoint {path} has NaN or infinite values in {len(bad)} tensors "
+                              f"(first: {', '.join(bad[:3])}): the training that wrote it diverged",
+                              "use an earlier checkpoint (best.pt), or retrain with a lower --lr")
+
+
+def _mismatch_hint(spec: ModelSpec, inferred: tuple[str, int] | None, meta: Mapping[str, Any],
+                   problems: Sequence[str] = ()) -> str:
+    # The classifier's shape in the weights is the truth about the class count; meta can be stale.
+    classes_in_weights = inferred[1] if inferred else 0
+    truth = ((str(meta["model"]), int(classes_in_weights or meta.get("num_classes") or 0)) if meta.get("model")
+             else inferred)
+    only_head = bool(problems) and all(p.split(":")[0].startswith(("classifier", "fc.", "head")) for p in problems)
     if truth is None:
+        if only_head:
+            return "only the classifier differs: the checkpoint has another number of classes; pass --num-classes"
         return "pass the model name the checkpoint was trained with, e.g. --model ghostnet_100"
     name, classes = truth
     if name == spec.name and classes and classes != spec.num_classes:
         return f"this checkpoint has {classes} classes; pass --num-classes {classes} (or leave it out)"
     if name != spec.name:
         return f"this checkpoint is {name} ({classes} classes), pass --model {name}"
+    if only_head:
+        return "only the classifier differs: the checkpoint was trained for another number of classes"
     return "the checkpoint was saved from a different version of this network; re-export or retrain it"

@@ -22,9 +22,9 @@ TRAJECTORY_FIELDS = (
     "val_fraction", "channels_last", "bf16",
 )
 
-# Fields that say how this invocation runs, not what it trains: kept out of checkpoints so that a resumed
-# run writes the same bytes as an uninterrupted one.
-RUN_CONTROL_FIELDS = ("resume", "progress")
+# Fields that say how or where this invocation runs, not what it trains: kept out of checkpoints so that a
+# resumed run (or the same run in another folder) writes the same bytes as an uninterrupted one.
+RUN_CONTROL_FIELDS = ("resume", "progress", "out")
 
 
 @dataclass

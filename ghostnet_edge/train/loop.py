@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -149,7 +150,11 @@ class _Run:
     def _maybe_resume(self) -> None:
         last = Path(self.cfg.out) / LAST
         if not last.is_file():
-            return  # --resume on a fresh folder simply starts
+            if self.cfg.resume and self.ctx.is_main:
+                # Said, not silent: a typo in --out would otherwise quietly restart hours of training.
+                print(f"note: --resume: {self.cfg.out} holds no earlier run ({LAST}); starting a new run at epoch 1",
+                      file=sys.stderr, flush=True)
+            return
         if not self.cfg.resume:
             raise GhostEdgeError(f"{self.cfg.out} already holds a training run ({LAST})",
                                  "pass --resume to continue it, or choose another --out")

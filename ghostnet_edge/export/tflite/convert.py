@@ -17,7 +17,6 @@ without times, and the files are written atomically.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import time
@@ -209,27 +208,12 @@ def convert_onnx_to_tflite(
     )
 
 
-@contextlib.contextmanager
 def _quiet_native_stderr():
-    """Silence the converter's native logging for the duration of one conversion.
+    """Silence the converter's native logging for one conversion (replayed nowhere; ``--verbose`` shows it).
 
     The MLIR converter writes absl warnings ("Ignored output_format") and a quantizer banner straight to
-    file descriptor 2, past TF_CPP_MIN_LOG_LEVEL, which buries the progress a user is watching. They are
-    kept in a temporary file and replayed only when ``GHOSTEDGE_VERBOSE`` is set; a failed conversion
-    still raises with the converter's own message.
+    file descriptor 2, past TF_CPP_MIN_LOG_LEVEL, which buries the progress a user is watching.
     """
-    if os.environ.get("GHOSTEDGE_VERBOSE"):
-        yield
-        return
-    import sys
-    import tempfile
+    from ghostnet_edge.utils.native_stderr import quiet_native_stderr
 
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+    return quiet_native_stderr(enabled=not os.environ.get("GHOSTEDGE_VERBOSE"))
