@@ -48,7 +48,11 @@ def _looks_like_path(spec: str) -> bool:
 
 
 def sniff_format(path: Path) -> str:
-    """Format from the file's first bytes, cross-checked with its suffix; raise if it is not a model."""
+    """Format from the file's first bytes, cross-checked with its suffix; raise if it is not a model.
+
+    A ``.tflite`` is also verified as a whole (:mod:`ghostnet_edge.runtime.tflite_check`), so a
+    truncated or damaged file is refused here, before any interpreter opens it.
+    """
     try:
         with open(path, "rb") as fh:
             head = fh.read(64)
@@ -56,6 +60,11 @@ def sniff_format(path: Path) -> str:
         raise GhostEdgeError(f"cannot read {path}: {exc.strerror}", "check the file's permissions") from exc
     suffix = path.suffix.lower()
     if len(head) >= 8 and head[4:8] == b"TFL3":
+        # The interpreters do not verify the flatbuffer: a cut file segfaults them. Verify it here,
+        # where every command (bench, eval, curve) first looks at an artifact.
+        from ghostnet_edge.runtime.tflite_check import check_tflite_file
+
+        check_tflite_file(path)
         return "tflite"
     if suffix == ".onnx" and head[:1] == b"\x08":
         return "onnx"

@@ -3,7 +3,9 @@
 
 This file is copied as-is to ARM boards (ssh target), run under qemu-user (qemu-aarch64 target) and
 run in a subprocess on the host. It therefore needs only Python >= 3.8, NumPy and ONE interpreter
-(ai-edge-litert, tflite-runtime or onnxruntime), and it imports nothing from ghostnet_edge.
+(ai-edge-litert, tflite-runtime or onnxruntime), and it imports nothing from ghostnet_edge. Its one
+companion is ``tflite_check.py`` (standard library only), which must sit in the same folder: every
+.tflite is verified with it before an interpreter opens it (the interpreters crash on a cut file).
 
     python3 device_runner.py --model PATH [--runtime auto|litert|tflite-runtime|onnxruntime]
         [--threads 1] [--no-xnnpack] [--warmup 10] [--min-runs 50] [--min-seconds 2.0]
@@ -16,7 +18,8 @@ Protocol (the host side lives in ghostnet_edge/runtime/protocol.py):
 - stderr: progress lines so that a dropped connection still leaves what was measured:
   ``GHOSTEDGE_INFO {...}`` once the model is loaded (runtime, load and first-inference times, pid),
   ``GHOSTEDGE_PARTIAL {"offset": k, "latencies_ns": [...]}`` with the timed runs since the last line.
-- exit status: 0 ok, 3 the model cannot be loaded or fed, 4 numpy or the interpreter is missing,
+- exit status: 0 ok, 3 the model cannot be loaded or fed (a truncated/damaged .tflite included),
+  4 numpy, the interpreter or tflite_check.py is missing,
   5 stopped early (SIGTERM/SIGINT: the result is marked partial and keeps the runs measured so far).
 
 Why a timed loop of its own and not the runtime's benchmark tool: the same loop then runs on every
@@ -187,6 +190,42 @@ def model_format(path: str) -> str:
         return "onnx"
     raise RunnerError(f"{path} is neither a TFLite flatbuffer nor an ONNX model",
                       "pass a .tflite or .onnx file written by `ghostedge export`")
+
+
+def _tflite_check():
+    """``tflite_check.py``, the flatbuffer verifier (standard library only) that ships beside this file."""
+    if __package__:  # imported as ghostnet_edge.runtime.device_runner
+        from . import tflite_check
+
+        return tflite_check
+    # Run as a script (host, boards) or imported from its folder (qemu guest): load exactly the file
+    # next to this one, whatever else sys.path holds.
+    mod = sys.modules.get("ghostedge_tflite_check")
+    if mod is None:
+        here = os.path.dirname(os.path.abspath(__file__))
+        path = os.path.join(here, "tflite_check.py")
+        if not os.path.isfile(path):
+            raise RunnerError(f"tflite_check.py is missing from {here}, so .tflite files cannot be verified",
+                              "copy ghostnet_edge/runtime/tflite_check.py next to device_runner.py",
+                              EXIT_MISSING, "runner")
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("ghostedge_tflite_check", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        sys.modules["ghostedge_tflite_check"] = mod
+    return mod
+
+
+def verify_tflite(path: str) -> None:
+    """Refuse a truncated or damaged .tflite before an interpreter reads past its end."""
+    check = _tflite_check()
+    try:
+        problems = check.verify_tflite_file(path)
+    except OSError as exc:
+        raise RunnerError(f"cannot read model {path}: {exc.strerror or exc}", "check the path") from exc
+    if problems:
+        raise RunnerError(check.problem_message(path, problems), check.HINT)
 
 
 def pick_runtime(fmt: str, wanted: str) -> str:
@@ -408,6 +447,8 @@ def load_model(path: str, runtime: str = "auto", threads: int = 1, xnnpack: bool
     if not os.path.isfile(path):
         raise RunnerError(f"model file {path} does not exist", "check the path")
     fmt = model_format(path)
+    if fmt == "tflite":
+        verify_tflite(path)
     _np()
     rt = pick_runtime(fmt, runtime)
     if fmt == "onnx":

@@ -57,15 +57,22 @@ def make_interpreter(model: Path | str | bytes, num_threads: int = 1, backend: s
                      preserve_all_tensors: bool = False) -> tuple[Any, str]:
     """An allocated interpreter and the backend's name. ``preserve_all_tensors`` turns delegates off
     (XNNPACK owns its intermediate tensors) so every intermediate can be read after ``invoke``."""
+    from ghostnet_edge.runtime.tflite_check import problem_message, verify_tflite_bytes, verify_tflite_file
+
     (cls, resolver), name = _interpreter_class(backend)
     kwargs: dict[str, Any] = {"num_threads": int(num_threads)}
+    # The interpreters do not verify the flatbuffer (a cut file crashes them): verify it first.
     if isinstance(model, bytes | bytearray):
         kwargs["model_content"] = bytes(model)
+        label, problems = "the converted model", verify_tflite_bytes(kwargs["model_content"])
     else:
         path = Path(model)
         if not path.is_file():
             raise ExportError(f"TFLite file {path} does not exist", "convert the model first")
         kwargs["model_path"] = str(path)
+        label, problems = str(path), verify_tflite_file(path)
+    if problems:
+        raise ExportError(problem_message(label, problems), "convert the model again (ghostedge export)")
     if preserve_all_tensors:
         kwargs["experimental_preserve_all_tensors"] = True
         kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES

@@ -9,7 +9,8 @@ work as they do in a terminal, with three settings forced:
 - every remote argument goes through ``shlex.quote``; remote file names are ones we chose inside a
   ``mktemp -d`` folder, never the user's file names.
 
-A session: ``mktemp -d`` on the board, copy ``device_runner.py``, probe Python/NumPy/interpreters,
+A session: ``mktemp -d`` on the board, copy ``device_runner.py`` and ``tflite_check.py`` (the
+flatbuffer verifier it imports from its own folder), probe Python/NumPy/interpreters,
 copy each model once, run the runner (progress streamed back so a drop keeps what was measured),
 and finally ``kill`` a runner still alive and ``rm -rf`` the folder, whatever happened.
 """
@@ -44,6 +45,9 @@ _USER_RE = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._\-]*$")
 _SAFE_REMOTE_PATH = re.compile(r"^/[A-Za-z0-9._/\-]+$")
 _QUERY_KEYS = ("python", "key", "known_hosts", "timeout")
 RUNNER_NAME = "device_runner.py"
+# The runner verifies every .tflite with this stdlib-only module, imported from the runner's folder.
+VERIFIER_NAME = "tflite_check.py"
+VERIFIER_PATH = protocol.RUNNER_PATH.with_name(VERIFIER_NAME)
 SETUP_ALLOWANCE_S = 600.0   # a Raspberry Pi imports NumPy + an interpreter and loads a model slowly
 COMMAND_TIMEOUT_S = 120.0
 INTERPRETERS = {"tflite": ("litert", "tflite-runtime"), "onnx": ("onnxruntime",)}
@@ -197,6 +201,7 @@ class SshSession(Session):
 
     # ---- set-up ------------------------------------------------------------------------------------
     def install_runner(self) -> None:
+        self.copy(VERIFIER_PATH, VERIFIER_NAME)
         self.copy(protocol.RUNNER_PATH, RUNNER_NAME)
 
     def probe(self) -> dict[str, Any]:
