@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Install everything ghostedge needs on a fresh Debian 12 / Python 3.11 machine, idempotently.
+# Install everything ghostedge needs on a fresh Debian/Ubuntu machine (Python 3.10-3.13; 3.11 is the
+# tested lock), idempotently.
 #
 #   bash scripts/setup.sh            # system packages, virtualenv in .venv, aarch64 sysroot
 #
 # Environment:
 #   GHOSTEDGE_VENV=DIR         put the virtualenv elsewhere (.venv becomes a link to it; CI uses a cache)
+#   PYTHON=python3.X           the interpreter for a new virtualenv (default: 3.11, else 3.12, 3.13, 3.10)
 #   GHOSTEDGE_SKIP_APT=1       do not touch system packages (no root)
 #   GHOSTEDGE_SKIP_SYSROOT=1   skip the emulated-ARM sysroot (qemu-aarch64 target unavailable)
 #
@@ -39,9 +41,24 @@ else
   say "system packages present (ssh, sshd, qemu-aarch64)"
 fi
 
-# --- 2. the virtualenv
-PY=${PYTHON:-python3.11}
-command -v "$PY" >/dev/null 2>&1 || PY=python3
+# --- 2. the virtualenv: a supported Python (3.10-3.13), 3.11 first (the lock and torch's CPU wheel are cp311)
+py_ok() {  # prints "3.X" when $1 runs and is a supported version
+  "$1" -c 'import sys; v = sys.version_info[:2]; assert (3, 10) <= v <= (3, 13); print("%d.%d" % v)' 2>/dev/null
+}
+PY="" PYV=""
+for cand in ${PYTHON:-} python3.11 "$(pyenv root 2>/dev/null)/versions/3.11"*/bin/python \
+            python3.12 python3.13 python3.10 python3; do
+  [ -n "$cand" ] || continue
+  if v=$(py_ok "$cand"); then PY=$cand PYV=$v; break; fi
+  [ -n "${PYTHON:-}" ] && [ "$cand" = "$PYTHON" ] && say "PYTHON=$PYTHON is not a Python 3.10-3.13; looking for another"
+done
+if [ -z "$PY" ]; then
+  say "error: no supported Python found (ghostedge needs 3.10, 3.11, 3.12 or 3.13; 3.11 is the tested lock)"
+  say "hint: install python3.11 (Debian/Ubuntu: apt-get install python3.11 python3.11-venv, or pyenv install 3.11)"
+  say "      and run again, or point PYTHON=/path/to/python3.X at one"
+  exit 1
+fi
+say "using $PY (Python $PYV)"
 VENV=${GHOSTEDGE_VENV:-$ROOT/.venv}
 if [ "$VENV" != "$ROOT/.venv" ]; then
   mkdir -p "$(dirname "$VENV")"
@@ -58,9 +75,35 @@ find_links=()
 [ -d /opt/wheels ] && find_links=(--find-links /opt/wheels)
 stamp_file="$VENV/.ghostedge-stamp"
 stamp=$(cat constraints.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+venv_pyv=$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 if [ "$(cat "$stamp_file" 2>/dev/null)" != "$stamp" ]; then
-  say "installing Python packages (pinned by constraints.txt; torch==2.13.0 CPU, no CUDA)"
-  "$VENV/bin/python" -m pip install -q "${find_links[@]}" -c constraints.txt -e ".[all]"
+  if [ "$venv_pyv" = 3.11 ]; then
+    say "installing Python packages (the lock in constraints.txt; torch==2.13.0 CPU, no CUDA)"
+    lock=(-c constraints.txt)
+  else
+    # constraints.txt is resolved on 3.11; elsewhere pyproject's ranges resolve afresh.
+    say "installing Python packages for Python $venv_pyv from pyproject.toml's ranges (constraints.txt is the 3.11 lock)"
+    say "note: torch for Python $venv_pyv comes from PyPI: a CUDA build of several GB unless a CPU build is installed first"
+    lock=()
+  fi
+  "$VENV/bin/python" -m pip install -q "${find_links[@]}" "${lock[@]}" -e ".[all]"
+  if [ "$venv_pyv" = 3.11 ]; then
+    # A virtualenv made from an older lock keeps packages the new one dropped (an old interpreter built
+    # for numpy 1, a converter's pins): remove whatever the lock does not list.
+    extra=$("$VENV/bin/python" - <<'PY'
+import re
+from importlib.metadata import distributions
+norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
+locked = {norm(line.split("==")[0]) for line in open("constraints.txt") if "==" in line and not line.startswith("#")}
+keep = locked | {"pip", "setuptools", "wheel", "ghostedge"}
+print(" ".join(sorted({d.metadata["Name"] for d in distributions() if norm(d.metadata["Name"]) not in keep})))
+PY
+)
+    if [ -n "$extra" ]; then
+      say "removing packages the lock no longer lists: $extra"
+      "$VENV/bin/python" -m pip uninstall -q -y $extra
+    fi
+  fi
   echo "$stamp" > "$stamp_file"
 else
   # Same dependencies: only (re)point the editable install at this checkout.

@@ -20,6 +20,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 # Modules that add their commands to `app`; each has `register(app)`.
@@ -37,9 +38,20 @@ def _register_all() -> None:
         module.register(app)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from ghostnet_edge import __version__
+
+        typer.echo(f"ghostedge {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show full tracebacks on errors."),
+    verbose: bool = typer.Option(False, "--verbose", "-v",
+                                 help="Show full tracebacks on errors and the converters' own logs."),
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
 ) -> None:
     if verbose:
         os.environ["GHOSTEDGE_VERBOSE"] = "1"

@@ -25,7 +25,7 @@ def _bench_table(results: list[Any], target: str) -> Any:
 
     table = Table(title=f"latency on {target}, batch 1 (ms)", title_justify="left")
     for col in ("artifact", "prec", "runtime", "p50", "p90", "p99", "mean", "cv", "n", "first", "load",
-                "file MB", "rss MB", "status"):
+                "file MiB", "rss MiB", "status"):
         table.add_column(col, justify="left" if col in ("artifact", "prec", "runtime", "status") else "right")
     for r in results:
         lat = r.latency_ms or {}
@@ -36,7 +36,7 @@ def _bench_table(results: list[Any], target: str) -> Any:
         table.add_row(Path(r.artifact).name, r.precision, runtime, _fmt(lat.get("p50")), _fmt(lat.get("p90")),
                       _fmt(lat.get("p99")), _fmt(lat.get("mean")), flag, _fmt(lat.get("n")),
                       _fmt(r.first_inference_ms), _fmt(r.load_ms, 1),
-                      _fmt(r.size_bytes / 1e6 if r.size_bytes else None, 2), _fmt(r.peak_rss_mb, 1), status)
+                      _fmt(r.size_bytes / 2**20 if r.size_bytes else None, 2), _fmt(r.peak_rss_mb, 1), status)
     return table
 
 
@@ -57,9 +57,10 @@ def register(app: typer.Typer) -> None:
         target: str = typer.Option("host", "--target", "-t",
                                    help="host | qemu-aarch64[:cpu] | ssh://user@host[:port][?python=&key=&known_hosts=]"
                                         " | adb[:serial]"),
-        threads: int = typer.Option(1, "--threads", help="Inference threads (the paper measures 1)."),
-        warmup: int = typer.Option(10, "--warmup", help="Untimed runs after the first inference."),
-        min_runs: int = typer.Option(50, "--min-runs", help="Timed runs: at least this many ..."),
+        threads: int = typer.Option(1, "--threads", "--num_threads",
+                                    help="Inference threads (the paper measures 1)."),
+        warmup: int = typer.Option(10, "--warmup", "--warmup_runs", help="Untimed runs after the first inference."),
+        min_runs: int = typer.Option(50, "--min-runs", "--num_runs", help="Timed runs: at least this many ..."),
         min_seconds: float = typer.Option(2.0, "--min-seconds", help="... AND at least this long (MLPerf-style)."),
         max_seconds: float = typer.Option(60.0, "--max-seconds", help="Cap on the timed phase."),
         cv_threshold: float = typer.Option(0.05, "--cv-threshold",

@@ -12,7 +12,8 @@ import typer
 
 
 def _size(n: int) -> str:
-    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+    """Binary units, as LiteRT's benchmark_model and `ls -h` print them (MiB = 2**20 bytes)."""
+    return f"{n / 2**20:.2f} MiB" if n >= 2**17 else f"{n / 2**10:.1f} KiB"
 
 
 def _fmt(v: float | None, spec: str) -> str:
@@ -64,7 +65,9 @@ def register(app: typer.Typer) -> None:
                                        "architecture of a bare state_dict"),
         calib: Path = typer.Option(None, "--calib", help="folder of real images: calibration, and held-out "
                                                          "verification images unless --verify-data"),
-        out: Path = typer.Option(Path("ghostedge-out"), "--out", "-o", help="output folder"),
+        out: Path = typer.Option(Path("ghostedge-export"), "--out", "-o",
+                                 help="output folder (its own default, so an export never replaces the "
+                                      "quickstart's or the curve's results)"),
         formats: str = typer.Option("onnx,tflite", "--formats", help="comma-separated: onnx, tflite"),
         int8: bool = typer.Option(True, "--int8/--no-int8", help="also write INT8 models (needs --calib)"),
         input_size: str = typer.Option(None, "--input-size", help="e.g. 224 or 160x224 (default: the model's)"),
@@ -86,6 +89,9 @@ def register(app: typer.Typer) -> None:
         min_agreement: float = typer.Option(0.8, "--min-agreement", help="INT8: min top-1 agreement with PyTorch"),
         threads: int = typer.Option(None, "--threads", help="CPU threads (default: all cores)"),
         no_cache: bool = typer.Option(False, "--no-cache", help="decode images again instead of using the cache"),
+        opset: int = typer.Option(17, "--opset", help="ONNX opset of the exported graph (17-21)"),
+        no_simplify: bool = typer.Option(False, "--no-simplify",
+                                         help="keep the exported ONNX graph as torch wrote it (no onnxsim)"),
     ) -> None:
         """Export a checkpoint to verified ONNX and TFLite, FP32 and INT8, with labels and a manifest."""
         from ghostnet_edge.export.pipeline import (
@@ -107,6 +113,7 @@ def register(app: typer.Typer) -> None:
             input_size=input_size, num_calib=num_calib, num_verify=num_verify, calib_method=calib_method.lower(),
             per_channel=not per_tensor, io_dtype=io_dtype.lower(), act_type=act_type.lower(), max_drop=max_drop,
             val_data=val_data, verify_data=verify_data, seed=seed, force=force, tolerance=tolerance,
-            min_agreement=min_agreement, threads=threads, use_cache=not no_cache)
+            min_agreement=min_agreement, threads=threads, use_cache=not no_cache, opset=opset,
+            simplify=not no_simplify)
         report = export_artifacts(cfg)
         print_summary(report)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import shutil
 import time
 import warnings as warnings_mod
@@ -52,7 +51,7 @@ class ExportConfig:
     checkpoint: Path | None = None        # trained weights; None with ``model`` = random init
     model: str | None = None              # a model name (random weights) or the architecture of a bare state_dict
     calib: Path | None = None             # folder of calibration images (also the verification pool)
-    out: Path = Path("ghostedge-out")
+    out: Path = Path("ghostedge-export")
     formats: tuple[str, ...] = FORMATS
     int8: bool = True
     input_size: int | tuple[int, int] | None = None
@@ -71,6 +70,7 @@ class ExportConfig:
     min_agreement: float = 0.8            # INT8 top-1 agreement with PyTorch
     report_images: int = DEFAULT_REPORT_IMAGES
     opset: int = 17
+    simplify: bool = True                 # onnxsim on the exported ONNX graph
     use_cache: bool = True
     threads: int | None = None
 
@@ -201,12 +201,16 @@ def check_dependencies(cfg: ExportConfig) -> dict[str, str]:
             ("onnxsim", "onnxsim", "simplifying the ONNX graph"),
             ("onnxruntime", "onnxruntime", "checking ONNX models and INT8 quantization")]
     if "tflite" in cfg.formats:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow's first import
         need.append(("tensorflow", "tensorflow", "the TFLite export"))
     if cfg.max_drop is not None:
         need.append(("nncf", "nncf", "accuracy-aware INT8 quantization (--max-drop)"))
+    if not cfg.simplify:
+        need = [n for n in need if n[0] != "onnxsim"]
+    from ghostnet_edge.utils.native_stderr import quiet_framework_import
+
     for module, package, purpose in need:
-        require(module, package, purpose)
+        with quiet_framework_import(module):
+            require(module, package, purpose)
     if "tflite" in cfg.formats:
         from ghostnet_edge.export.tflite.verify import interpreter_backend
 
@@ -480,7 +484,8 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
 
     onnx_fp32 = (staging if "onnx" in cfg.formats else work) / "model.onnx"
     with timer.stage("onnx_export"):
-        export_onnx(model, input_size, onnx_fp32, OnnxExportConfig(opset=cfg.opset), metadata=onnx_meta)
+        export_onnx(model, input_size, onnx_fp32, OnnxExportConfig(opset=cfg.opset, simplify=cfg.simplify),
+                    metadata=onnx_meta)
     with timer.stage("onnx_verify"):
         sess = ov.ort_session(onnx_fp32, threads)
         out_fp32 = ov.run_onnx(sess, xv)

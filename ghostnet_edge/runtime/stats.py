@@ -1,43 +1,46 @@
 """Latency statistics: pure functions over a list of per-run latencies in milliseconds.
 
-Kept free of NumPy so they are trivially testable and identical wherever the numbers come from
+Built on the standard library's ``statistics`` (no NumPy) so they are trivially testable and identical wherever the numbers come from
 (our device runner, TFLite's benchmark_model summary lines, a partial run).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 
 DEFAULT_CV_THRESHOLD = 0.05
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0..100) with linear interpolation between closest ranks.
+    """The ``q``-th percentile (0..100, whole or tenths) with linear interpolation between closest ranks.
 
-    Same definition as ``numpy.percentile(..., method="linear")`` so tests can cross-check it.
+    The standard library's ``statistics.quantiles(method="inclusive")`` is the same definition as
+    ``numpy.percentile(..., method="linear")``, so tests can cross-check it.
     """
     if not values:
         raise ValueError("percentile of an empty sequence")
     if not 0.0 <= q <= 100.0:
         raise ValueError(f"percentile q must be in [0, 100], got {q}")
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+    xs = [float(v) for v in values]
+    if len(xs) == 1 or q == 0:
+        return min(xs)
+    if q == 100:
+        return max(xs)
+    steps = 100 if float(q).is_integer() else 1000
+    cut = round(q * steps / 100)
+    if abs(cut * 100 / steps - q) > 1e-9:
+        raise ValueError(f"percentile q must be a whole number or have one decimal, got {q}")
+    return statistics.quantiles(xs, n=steps, method="inclusive")[cut - 1]
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and *sample* standard deviation (n-1; 0 for a single run)."""
-    n = len(values)
-    if n == 0:
+    if not values:
         raise ValueError("mean of an empty sequence")
-    mean = math.fsum(values) / n
-    if n == 1:
-        return mean, 0.0
-    var = math.fsum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, math.sqrt(var)
+    xs = [float(v) for v in values]
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
 def summarize(latencies_ms: Sequence[float]) -> dict[str, float | int] | None:

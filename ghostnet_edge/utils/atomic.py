@@ -7,7 +7,6 @@ within one file system is atomic, so readers see either the old file or the comp
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -198,6 +197,8 @@ def check_output_dir(final: Path | str, force: bool = False, inputs: Sequence[Pa
         if item is None:
             continue
         src = Path(item).expanduser().resolve()
+        if not src.exists():   # a named data set ("digits"), not a path
+            continue
         if src == final or final in src.parents:
             raise GhostEdgeError(f"{option} {final} contains the input {src}: writing there would replace it",
                                  f"choose an {option} folder that holds none of the inputs (e.g. {final}/export "
@@ -344,19 +345,17 @@ def _swap_contents(staging: Path, final: Path, pid: int) -> None:
 
 @contextlib.contextmanager
 def file_lock(path: Path | str) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if needed) while building a shared cache.
+    """Hold an exclusive lock on ``path`` (created if needed) while building a shared cache.
 
     Two processes filling the same cache (parallel test runs, distributed ranks) then do the work
-    once: the second waits, then finds the finished result.
+    once: the second waits, then finds the finished result. ``filelock`` uses ``flock`` on Linux.
     """
+    from filelock import FileLock
+
     path = Path(path)
     ensure_writable_dir(path.parent)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with FileLock(str(path)):
+        yield
 
 
 def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:

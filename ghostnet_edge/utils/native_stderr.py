@@ -63,3 +63,23 @@ def restore_stderr() -> bool:
     except OSError:
         return False
     return True
+
+
+# Frameworks that print to fd 2 while they load (TensorFlow: "Unable to register cuDNN factory",
+# "failed call to cuInit", absl's "computation placer already registered"): none of it is actionable.
+_NOISY_IMPORTS = ("tensorflow",)
+
+
+@contextlib.contextmanager
+def quiet_framework_import(module: str) -> Iterator[None]:
+    """Import-time chatter of ``module`` kept off the terminal (shown with ``--verbose``).
+
+    The first import is the only one that prints, so wrapping it once silences a whole run.
+    """
+    verbose = bool(os.environ.get("GHOSTEDGE_VERBOSE"))
+    if module not in _NOISY_IMPORTS or module in sys.modules or verbose:
+        yield
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")   # C++ INFO/WARNING/ERROR logs of TensorFlow
+    with quiet_native_stderr():
+        yield

@@ -49,12 +49,15 @@ DEBIAN_PACKAGES: tuple[str, ...] = (
     "libkeyutils1",
 )
 
-# The same pins as pyproject.toml, as aarch64 cp311 wheels. Their pure-Python dependencies (protobuf,
-# flatbuffers, sympy, ...) are not needed to load a model and run it, so --no-deps keeps it small.
+# The interpreters of constraints.txt, as aarch64 cp311 wheels, plus the 2023 tflite-runtime that older
+# boards still carry. tflite-runtime 2.14 is built for numpy 1, and numpy-2-built wheels (ai-edge-litert,
+# onnxruntime) also run on numpy 1.26, so the guest keeps numpy 1.26 where all three import. Their
+# pure-Python dependencies (protobuf, flatbuffers, sympy, ...) are not needed to load a model and run it,
+# so --no-deps keeps it small.
 GUEST_WHEELS: dict[str, str] = {
     "numpy": "1.26.4",
-    "ai-edge-litert": "2.1.0",
-    "onnxruntime": "1.23.0",
+    "ai-edge-litert": "2.3.0",
+    "onnxruntime": "1.32.0",
     "tflite-runtime": "2.14.0",
 }
 # The guest has glibc 2.36: every manylinux tag up to it is installable.
