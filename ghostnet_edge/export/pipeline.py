@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import time
 import warnings as warnings_mod
@@ -589,11 +590,15 @@ def _convert_tflite(onnx_fp32: Path, t_fp32: Path, t_int8: Path | None, xc: np.n
                     cfg: ExportConfig, labels: list[str], prep: dict[str, Any]) -> tuple[Any, float]:
     """The TFLite stage's converter (FP32 and, with ``t_int8``, full-integer INT8); returns (result, wall s)."""
     from ghostnet_edge.export.tflite.convert import convert_onnx_to_tflite
+    from ghostnet_edge.utils.native_stderr import quiet_native_stderr
 
     t0 = time.perf_counter()
-    res = convert_onnx_to_tflite(onnx_fp32, t_fp32, t_int8, representative=xc if t_int8 is not None else None,
-                                 io_dtype=cfg.io_dtype, per_channel=cfg.per_channel, labels=labels,
-                                 preprocessing=prep)
+    # TensorFlow logs its first device look-up ("failed call to cuInit" on a machine without a GPU) and
+    # the converter's banners straight to fd 2 while it traces and converts; --verbose shows them.
+    with quiet_native_stderr(enabled=not os.environ.get("GHOSTEDGE_VERBOSE")):
+        res = convert_onnx_to_tflite(onnx_fp32, t_fp32, t_int8, representative=xc if t_int8 is not None else None,
+                                     io_dtype=cfg.io_dtype, per_channel=cfg.per_channel, labels=labels,
+                                     preprocessing=prep)
     return res, time.perf_counter() - t0
 
 
