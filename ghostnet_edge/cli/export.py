@@ -55,6 +55,33 @@ def print_summary(report: object) -> None:
     console.print(f"also written: {', '.join(extra)}")
 
 
+def _calibration_draws(checkpoint: Path | None, calib: Path | None, out: Path, seeds: str, sizes: str,
+                       eval_data: str | None, eval_split: str, eval_limit: int | None, formats: str,
+                       num_verify: int, threads: int | None, seed: int) -> None:
+    from ghostnet_edge.errors import GhostEdgeError
+    from ghostnet_edge.export.pipeline import parse_formats
+    from ghostnet_edge.pipeline.calibration_draws import (
+        DrawsConfig,
+        parse_int_list,
+        render_markdown,
+        run_draws,
+    )
+
+    if calib is None or eval_data is None:
+        raise GhostEdgeError("--calib-seeds needs --calib (the folder draws are taken from) and --eval-data "
+                             "(labelled images the draws are scored on)",
+                             "e.g. ghostedge export model.pt --calib train_imgs/ --calib-seeds 5 --eval-data cifar10")
+    cfg = DrawsConfig(checkpoint=checkpoint, calib=calib, eval_data=eval_data, out=out,
+                      seeds=parse_int_list(seeds, "--calib-seeds", count_means_range=True),
+                      sizes=parse_int_list(sizes, "--calib-sizes"), eval_split=eval_split, eval_limit=eval_limit,
+                      formats=parse_formats(formats), num_verify=num_verify, threads=threads)
+    if seed:
+        cfg.seeds = tuple(s + seed for s in cfg.seeds)
+    result = run_draws(cfg, log=lambda line: typer.echo(line, err=True))
+    typer.echo(render_markdown(result))
+    typer.echo(f"written: {out / 'calibration_draws.md'}, {out / 'calibration_draws.json'}")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("export")
     def export(
@@ -89,6 +116,17 @@ def register(app: typer.Typer) -> None:
         min_agreement: float = typer.Option(0.8, "--min-agreement", help="INT8: min top-1 agreement with PyTorch"),
         threads: int = typer.Option(None, "--threads", help="CPU threads (default: all cores)"),
         no_cache: bool = typer.Option(False, "--no-cache", help="decode images again instead of using the cache"),
+        calib_seeds: str = typer.Option(None, "--calib-seeds",
+                                        help="INT8 over calibration draws: N (seeds 0..N-1) or a list 0,1,2; one "
+                                             "export per draw, scored on --eval-data, spread written to --out"),
+        calib_sizes: str = typer.Option(None, "--calib-sizes",
+                                        help="with --calib-seeds: numbers of calibration images, e.g. 32,128,512 "
+                                             "(default: --num-calib)"),
+        eval_data: str = typer.Option(None, "--eval-data",
+                                      help="with --calib-seeds: labelled images not in --calib (any layout "
+                                           "`ghostedge eval --data` takes, e.g. cifar10)"),
+        eval_split: str = typer.Option("val", "--eval-split", help="with --calib-seeds: split of --eval-data"),
+        eval_limit: int = typer.Option(None, "--eval-limit", help="with --calib-seeds: class-balanced subset"),
         opset: int = typer.Option(17, "--opset", help="ONNX opset of the exported graph (17-21)"),
         no_simplify: bool = typer.Option(False, "--no-simplify",
                                          help="keep the exported ONNX graph as torch wrote it (no onnxsim)"),
@@ -102,6 +140,10 @@ def register(app: typer.Typer) -> None:
         )
 
         suppress_noise()
+        if calib_seeds is not None:
+            _calibration_draws(checkpoint, calib, out, calib_seeds, calib_sizes or str(num_calib), eval_data,
+                               eval_split, eval_limit, formats, num_verify, threads, seed)
+            return
         if checkpoint is None and model:
             from ghostnet_edge.models import get_spec
 
