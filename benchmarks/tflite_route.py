@@ -127,12 +127,14 @@ def main() -> int:
         models = {"fp32": d / "fp32.tflite", "int8": d / "int8_256.tflite"}
         if args.onnx2tf:
             # The probe's route, same ONNX and same 256 images: onnx2tf SavedModel -> TFLiteConverter.
+            # onnx2tf's tf_converter backend is the one that writes a SavedModel (it runs in a tool venv).
             import tensorflow as tf
 
             from ghostnet_edge.export.tflite.crosscheck import convert_with_onnx2tf
 
             t0 = time.perf_counter()
-            models["onnx2tf_fp32"] = convert_with_onnx2tf(onnx_path, d / "onnx2tf", seed=args.seed)
+            models["onnx2tf_fp32"] = convert_with_onnx2tf(onnx_path, d / "onnx2tf", seed=args.seed,
+                                                          backend="tf_converter")
             results["onnx2tf_fp32_convert_s"] = round(time.perf_counter() - t0, 2)
             t0 = time.perf_counter()
             conv = tf.lite.TFLiteConverter.from_saved_model(str(d / "onnx2tf"))
