@@ -21,8 +21,8 @@ GhostNet/MobileNet/ResNet/VGG) into a TensorFlow function laid out NHWC from the
 tensors. Each ONNX op becomes the TF op the converter maps best: a depthwise conv is always
 ``tf.nn.depthwise_conv2d`` -> DEPTHWISE_CONV_2D, hard-swish becomes one HARD_SWISH, the SE gate is
 CONV_2D(+RELU6) and MUL in INT8. It needs no network, no external executables and converts GhostNet
-in seconds. onnx2tf stays as the second route: the tests convert the same ONNX with it and check that
-both FP32 models agree. Artifacts run in ai-edge-litert by default; tflite-runtime is used where it is
+in seconds. onnx2tf stays as the second route: the tests convert the same ONNX with it (onnx2tf 2.x, run
+offline in a cached tool venv on Python >= 3.12, see ``crosscheck``) and check that both FP32 models agree. Artifacts run in ai-edge-litert by default; tflite-runtime is used where it is
 the only interpreter installed, then ``tf.lite``.
 
 Modules: ``translate`` (ONNX -> TF), ``convert`` (TF -> .tflite FP32/INT8, deterministic bytes),
