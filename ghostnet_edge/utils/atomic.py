@@ -201,9 +201,8 @@ def check_output_dir(final: Path | str, force: bool = False, inputs: Sequence[Pa
             continue
         if src == final or final in src.parents:
             raise GhostEdgeError(f"{option} {final} contains the input {src}: writing there would replace it",
-                                 f"choose an {option} folder that holds none of the inputs (e.g. {final}/export "
-                                 "is also refused; use a sibling folder)" if src != final else
-                                 f"choose another {option} folder")
+                                 f"choose an {option} folder that holds none of the inputs, e.g. a new folder "
+                                 f"beside it ({final.parent / (final.name + '-export')})")
     if final.is_dir():
         remove_stale_staging(final)
         if _user_entries(final) and not force:
