@@ -78,5 +78,6 @@ def test_export_prints_no_tensorflow_chatter(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-1500:]
     noise = [ln for ln in done.stderr.splitlines()
              if any(w in ln for w in ("cuInit", "cuDNN", "cuFFT", "cuBLAS", "W0000", "E0000", "I0000",
-                                      "computation_placer", "oneDNN custom operations"))]
+                                      "computation_placer", "oneDNN custom operations",
+                                      "XNNPACK delegate"))]
     assert noise == [], noise

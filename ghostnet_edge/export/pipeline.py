@@ -537,7 +537,11 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
         timer.timings["tflite_convert.fp32"] = tflite_res.fp32_seconds or 0.0
         timer.timings["tflite_convert.int8"] = tflite_res.int8_seconds or 0.0
         with timer.stage("tflite_verify"):
-            out_t = run_tflite(t_fp32, xv, num_threads=threads)
+            from ghostnet_edge.utils.native_stderr import quiet_native_stderr
+
+            # LiteRT announces "Created TensorFlow Lite XNNPACK delegate for CPU." on fd 2 once per process.
+            with quiet_native_stderr(enabled=not os.environ.get("GHOSTEDGE_VERBOSE")):
+                out_t = run_tflite(t_fp32, xv, num_threads=threads)
             tcheck = ov.check_fp32("model_fp32.tflite", ref, out_t, fp32_tolerance(ref, cfg.tolerance), yv)
             tcheck.notes.append("tolerance is relative above |logit| 1: tolerance * max(1, max|torch logits|)")
         _keep("model_fp32.tflite", "tflite", "fp32", tcheck)
