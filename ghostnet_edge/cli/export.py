@@ -21,7 +21,7 @@ def _fmt(v: float | None, spec: str) -> str:
 
 
 def print_summary(report: object) -> None:
-    """The table the issue asks for: artifact, size, max |diff| to PyTorch, top-1 agreement, path."""
+    """Per artifact: size, max |diff| to PyTorch, top-1 agreement, accuracy delta, path."""
     from rich.console import Console
     from rich.table import Table
 

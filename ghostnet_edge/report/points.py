@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import NamedTuple
@@ -42,18 +41,18 @@ FAMILIES: dict[str, str] = {
 
 QEMU_X_LABEL = "guest instructions per inference (QEMU TCG count, not time)"
 
-_NAME_RE = re.compile(r"^(?P<arch>[a-z0-9_]+?)_(?P<cifar>cifar_)?(?P<width>\d{3})$")
-
-
 def parse_model_name(name: str) -> tuple[str, float, bool]:
-    """``"ghostnet_cifar_050"`` -> ``("ghostnet", 0.5, True)``; unknown shapes -> ``(name, nan, False)``.
+    """``"ghostnet_cifar_050"`` -> ``("ghostnet", 0.5, True)``; a name the models stage does not know ->
+    ``(name, nan, False)``, so a point from an older run still gets a label. The models stage's parser is
+    the only one."""
+    from ghostnet_edge.errors import ModelError
+    from ghostnet_edge.models.registry import parse_model_name as parse
 
-    Only used to label points; the models stage stays the authority on what a name builds.
-    """
-    m = _NAME_RE.match(name)
-    if not m:
+    try:
+        parsed = parse(name)
+    except ModelError:
         return name, float("nan"), False
-    return m.group("arch"), int(m.group("width")) / 100.0, bool(m.group("cifar"))
+    return parsed.arch, parsed.width, parsed.cifar
 
 
 def family_of(name: str) -> str:

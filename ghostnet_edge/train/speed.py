@@ -27,25 +27,14 @@ count give the same bytes on the same machine.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
+
+from ghostnet_edge.utils.cpu import cpu_flags
 
 # From benchmarks/train_speed.py on the development CPU (see the module docstring): no gain, so off.
 AUTO_CHANNELS_LAST = False
 # Never on by default: bf16 changes a run's numerics, and a default must not depend on the CPU model.
 AUTO_BF16 = False
-
-
-@lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
 
 
 def native_bf16() -> bool:

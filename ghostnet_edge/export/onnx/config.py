@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-# Opset 17 is the oldest the issue allows and the newest every consumer here (onnxruntime 1.23,
-# onnxsim 0.4.36, our ONNX->TFLite translator, onnx2tf) handles without surprises.
+# Opset 17 is the oldest with every op the networks need, and the newest every consumer here (onnxruntime,
+# onnxsim, our ONNX->TFLite translator, onnx2tf) handles without surprises.
 DEFAULT_OPSET = 17
 MIN_OPSET = 17
 MAX_OPSET = 21

@@ -60,18 +60,11 @@ class QuantizeResult:
 
 
 def cpu_flags(cpuinfo: str | None = None) -> set[str]:
-    """The CPU feature flags of this machine (from /proc/cpuinfo), lower-case."""
-    if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo") as fh:
-                cpuinfo = fh.read()
-        except OSError:
-            return set()
-    for line in cpuinfo.splitlines():
-        key = line.split(":", 1)[0].strip().lower()
-        if key in ("flags", "features"):
-            return set(line.split(":", 1)[1].lower().split())
-    return set()
+    """The CPU feature flags of this machine, or of a ``/proc/cpuinfo`` text, lower-case."""
+    from ghostnet_edge.utils.cpu import cpu_flags as machine_flags
+    from ghostnet_edge.utils.cpu import parse_cpu_flags
+
+    return set(machine_flags() if cpuinfo is None else parse_cpu_flags(cpuinfo))
 
 
 def normalize_machine(machine: str) -> str:

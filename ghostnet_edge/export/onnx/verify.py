@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ghostnet_edge.errors import require
+from ghostnet_edge.export.checks import accuracy, sqnr_db, top1_agreement  # noqa: F401 (re-exported)
 
 DEFAULT_FP32_TOLERANCE = 1e-4
 DEFAULT_MIN_AGREEMENT = 0.8
@@ -66,25 +67,6 @@ def run_torch(model: Any, x: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
         for i in range(0, len(x), batch):
             outs.append(model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch]))).float().numpy())
     return np.concatenate(outs)
-
-
-def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.mean(np.argmax(a, axis=1) == np.argmax(b, axis=1)))
-
-
-def sqnr_db(signal: np.ndarray, noisy: np.ndarray) -> float:
-    """20 log10(||signal|| / ||signal - noisy||); inf when identical (capped at 200 dB for JSON)."""
-    s = float(np.linalg.norm(np.asarray(signal, dtype=np.float64)))
-    n = float(np.linalg.norm(np.asarray(signal, dtype=np.float64) - np.asarray(noisy, dtype=np.float64)))
-    if n == 0.0:
-        return 200.0
-    if s == 0.0:
-        return -200.0
-    return min(200.0, 20.0 * math.log10(s / n))
-
-
-def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(np.argmax(logits, axis=1) == labels))
 
 
 @dataclass

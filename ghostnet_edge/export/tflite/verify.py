@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ghostnet_edge.errors import ExportError, MissingDependencyError
+from ghostnet_edge.export.checks import sqnr_db, top1_agreement  # noqa: F401 (re-exported)
 
 FP32_TOL = 1e-4
 BACKENDS = ("auto", "ai-edge-litert", "tflite-runtime", "tensorflow")
@@ -155,10 +156,6 @@ def verify_tflite_fp32(path: Path | str, torch_logits: np.ndarray, inputs: np.nd
     return diff
 
 
-def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.mean(np.argmax(a, axis=1) == np.argmax(b, axis=1)))
-
-
 def verify_tflite_int8(path: Path | str, torch_logits: np.ndarray, inputs: np.ndarray,
                        min_agreement: float | None = None, backend: str = "auto") -> float:
     """Top-1 agreement of the INT8 model with PyTorch (fraction of images with the same arg-max).
@@ -176,16 +173,6 @@ def verify_tflite_int8(path: Path | str, torch_logits: np.ndarray, inputs: np.nd
                           f"(required {min_agreement:.1%})",
                           "calibrate on more (and more representative) images, or keep the FP32 model")
     return agree
-
-
-def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
-    """Signal-to-quantization-noise ratio in dB (inf when identical)."""
-    ref = np.asarray(reference, dtype=np.float64)
-    noise = np.sum((ref - np.asarray(test, dtype=np.float64)) ** 2)
-    signal = np.sum(ref ** 2)
-    if noise == 0:
-        return float("inf")
-    return float(10.0 * np.log10(max(signal, 1e-30) / noise))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,45 @@
+"""How an artifact's outputs are compared with PyTorch's: one definition for every format.
+
+The ONNX and TFLite stages, the per-layer reports and the benchmarks all score outputs with these
+functions, so "agreement" or "SQNR" means the same number wherever it is printed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# Identical tensors have no noise: their SQNR is reported as this many dB instead of infinity, which JSON
+# (the manifest, the quantization report) cannot hold.
+SQNR_CAP_DB = 200.0
+
+
+def max_abs_diff(reference: np.ndarray, test: np.ndarray) -> float:
+    """Largest absolute difference between two arrays of the same shape."""
+    return float(np.max(np.abs(np.asarray(reference, np.float64) - np.asarray(test, np.float64))))
+
+
+def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Fraction of rows whose arg-max class is the same in ``a`` and ``b``."""
+    return float(np.mean(np.argmax(a, axis=1) == np.argmax(b, axis=1)))
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of rows whose arg-max is the label."""
+    return float(np.mean(np.argmax(logits, axis=1) == labels))
+
+
+def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio, 10 log10(sum ref^2 / sum (ref - test)^2), in dB.
+
+    Capped at +-``SQNR_CAP_DB``: identical tensors give the cap, an all-zero reference minus it.
+    """
+    ref = np.asarray(reference, dtype=np.float64)
+    signal = float(np.sum(ref ** 2))
+    noise = float(np.sum((ref - np.asarray(test, dtype=np.float64)) ** 2))
+    if noise == 0.0:
+        return SQNR_CAP_DB
+    if signal == 0.0:
+        return -SQNR_CAP_DB
+    return max(-SQNR_CAP_DB, min(SQNR_CAP_DB, 10.0 * math.log10(signal / noise)))
