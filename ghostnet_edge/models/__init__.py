@@ -26,6 +26,7 @@ _LAZY = {
     "load_checkpoint": "ghostnet_edge.models.checkpoint",
     "load_model": "ghostnet_edge.models.checkpoint",
     "ghostify": "ghostnet_edge.models.ghost_plugin",
+    "reparameterize": "ghostnet_edge.models.reparam",
 }
 
 __all__ = ["ModelSpec", "check_input_size", "create_model", "get_spec", "list_models", "parse_model_name",

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ghostnet_edge.errors import CheckpointError, GhostEdgeError, ModelError
+from ghostnet_edge.models.ghostnet import ghost_arch_of
 from ghostnet_edge.models.layers import make_divisible
 from ghostnet_edge.models.registry import (
     ARCHS,
@@ -35,6 +36,7 @@ from ghostnet_edge.models.registry import (
     list_models,
     parse_model_name,
 )
+from ghostnet_edge.models.reparam import state_dict_form
 from ghostnet_edge.utils.atomic import atomic_write_bytes
 from ghostnet_edge.utils.versions import package_versions
 
@@ -272,7 +274,7 @@ def infer_architecture(sd: Mapping[str, torch.Tensor]) -> tuple[str, int] | None
     if (stem := _shape(sd, "conv_stem.weight")) and (last := _shape(sd, "blocks.9.0.conv.weight")) \
             and (cls := _shape(sd, "classifier.weight")):
         width = _closest_width(last[0], 960, 4, also=(16, stem[0]))
-        return (format_model_name("ghostnet", width), cls[0]) if width else None
+        return (format_model_name(ghost_arch_of(sd), width), cls[0]) if width else None
     feats = {int(m.group(1)) for k in sd if (m := re.match(r"features\.(\d+)\.", k))}
     if "features.1.block.0.0.weight" in sd and (cls := _shape(sd, "classifier.3.weight")):
         variant, base = ("large", 160) if max(feats) >= 16 else ("small", 96)
@@ -387,7 +389,8 @@ def load_model(path_or_name: Path | str, num_classes: int | None = None, arch: s
         spec = get_spec(name, num_classes=num_classes, **overrides)
     except GhostEdgeError as exc:
         raise CheckpointError(f"checkpoint {path}: {exc.message}", exc.hint) from None
-    model = build_model(spec)
+    # GhostNetV3/RepGhostNet checkpoints come trained (with branches) or folded: build the form they hold.
+    model = build_model(spec, reparameterized=state_dict_form(sd) == "reparameterized")
     problems = state_dict_mismatches(sd, model.state_dict())
     if problems:
         shown = "; ".join(problems[:MAX_LISTED_MISMATCHES])

@@ -65,12 +65,16 @@ class SqueezeExcite(nn.Module):
 
 
 class ConvBnAct(nn.Module):
-    """Conv (no bias, 'same' padding for odd kernels) -> BatchNorm -> activation (ReLU by default)."""
+    """Conv (no bias, 'same' padding for odd kernels) -> BatchNorm -> activation (ReLU by default).
+
+    With ``act_layer=None`` it is the conv+BN branch that GhostNetV3 trains in parallel and folds away
+    (:mod:`ghostnet_edge.models.reparam`); ``groups`` makes it depthwise there.
+    """
 
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int, stride: int = 1,
-                 act_layer: type[nn.Module] | None = nn.ReLU) -> None:
+                 act_layer: type[nn.Module] | None = nn.ReLU, groups: int = 1) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, kernel_size // 2, bias=False)
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, kernel_size // 2, groups=groups, bias=False)
         self.bn1 = nn.BatchNorm2d(out_chs)
         self.act1 = act_layer(inplace=True) if act_layer is not None else nn.Identity()
 

@@ -8,6 +8,12 @@ directly with Table 7 (GhostNet 1.0x: 141M) and Tables 3-5 (VGG-16 on CIFAR-10: 
 
 Counts come from forward hooks on one dummy batch, so they follow whatever the network really computes
 (Ghost slices, strides, the small-input stem) without a second description of the architecture.
+GhostNetV2/V3's DFC attention convs (``short_conv``, on half-resolution maps) are ordinary convs and
+count; its average pooling, nearest upsampling and sigmoid gate do not. This equals what timm reports
+for these models with torch's ``FlopCounterMode`` (which counts only convolution and matrix-multiply
+ops, bias additions excluded) halved to MACs: 167.0M for ghostnetv2_100, 142.4M for repghostnet_100.
+Re-parameterisable networks (GhostNetV3, RepGhostNet) are reported in their folded, deployed form by
+:func:`describe_model`: the training branches are not what a phone runs.
 """
 
 from __future__ import annotations
@@ -144,14 +150,17 @@ def describe_model(model: str, input_size: int | None = None, num_classes: int |
 
     ``input_size`` (a square side) is checked with ``check_input_size``; by default the spec's size is used.
     ``arch`` names the network of a checkpoint that has no ghostedge meta. This is what ``ghostedge info``
-    prints.
+    prints. A re-parameterisable network is profiled folded; ``params_trained`` then gives its parameter
+    count with the training branches.
     """
     from ghostnet_edge.models.checkpoint import load_model
     from ghostnet_edge.models.registry import check_input_size
+    from ghostnet_edge.models.reparam import has_branches, reparameterize
 
     net, spec, meta = load_model(model, num_classes=num_classes, arch=arch)
     h, w = check_input_size(spec, (input_size, input_size)) if input_size is not None else spec.input_size[1:]
-    report = profile_macs(net, (spec.input_size[0], h, w))
+    trained_params = count_params(net) if has_branches(net) else None
+    report = profile_macs(reparameterize(net), (spec.input_size[0], h, w))
     out = {
         "model": spec.name, "arch": spec.arch, "width": spec.width, "num_classes": spec.num_classes,
         "input_size": list(report.input_size), "params": report.total_params, "macs": report.total_macs,
@@ -159,6 +168,9 @@ def describe_model(model: str, input_size: int | None = None, num_classes: int |
                    for s in report.stages],
         "spec": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(spec).items()},
     }
+    if trained_params is not None:
+        # params/macs/stages above are the folded network's; this is the count while training
+        out["params_trained"] = trained_params
     if meta:
         out["checkpoint"] = {k: meta.get(k) for k in ("seed", "epochs_done", "epochs_total", "accuracy")
                              if meta.get(k) is not None}

@@ -3,7 +3,9 @@
 A name says architecture, width and input form: ``ghostnet_100`` (ImageNet, 224x224), ``ghostnet_cifar_050``
 (the same network for 32x32 inputs: stem stride 1, 10 classes, CIFAR statistics), ``ghost_vgg16_cifar_s4``
 (VGG-16 with Ghost modules of ratio 4). Any width parses (``ghostnet_075``); the names in
-:func:`list_models` are the ones shipped and tested.
+:func:`list_models` are the ones shipped and tested. The later GhostNet family (``ghostnetv2_*``,
+``ghostnetv3_*``, ``repghostnet_*``) takes timm's names and defaults (224x224, crop 0.875, bicubic);
+GhostNetV3 and RepGhostNet also have a folded (deployed) form: ``create_model(name, reparameterized=True)``.
 
 Nothing heavy is imported at module level: :func:`get_spec`, :func:`parse_model_name` and
 :func:`check_input_size` are plain Python, so data and CLI code can read a spec without loading torch.
@@ -26,14 +28,14 @@ if TYPE_CHECKING:  # pragma: no cover
 @dataclass(frozen=True)
 class ModelSpec:
     name: str                 # "ghostnet_100", "ghostnet_cifar_050", "mobilenetv3_large_100", ...
-    arch: str                 # "ghostnet" | "mobilenetv3_large" | "mobilenetv3_small" | "mobilenetv2" | "vgg16" | "resnet56"
+    arch: str                 # "ghostnet" | "ghostnetv2" | "ghostnetv3" | "repghostnet" | "mobilenetv3_large" | ...
     width: float
     num_classes: int          # 1000 for ImageNet forms, 10 for CIFAR forms
     input_size: tuple[int, int, int]   # (C, H, W): (3, 224, 224) or (3, 32, 32)
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     resize_size: int          # shorter side before the centre crop: 256 for 224, 32 for 32
-    interpolation: str        # "bilinear"
+    interpolation: str        # "bilinear" ("bicubic" for timm's later GhostNets)
     stem_stride: int          # 2 for ImageNet forms, 1 for the small-input (32x32) forms
     dropout: float
 
@@ -56,10 +58,24 @@ class ArchInfo(NamedTuple):
     has_width: bool        # channel width multiplier in the name
     cifar_only: bool       # only the 32x32 form exists (no strided stem)
     ghost_plugin: bool = False
+    interpolation: str = "bilinear"   # resize of the ImageNet form's preprocessing (the CIFAR forms: bilinear)
+    # The smallest last feature map the network can take. GhostNetV2/V3's DFC attention average-pools
+    # its input by 2 again, so in the last stage (1x1 at input side = total stride) it has nothing to pool.
+    min_last_map: int = 1
+    reparameterizable: bool = False   # trains with branches that fold into single convs (reparam.py)
+    widths: tuple[float, ...] = ()    # published widths, for hints
 
+
+# timm's default cfg for its later GhostNets uses bicubic resizing (what their ImageNet weights were
+# evaluated with); ghostnet keeps bilinear, the cfg of the original timm/reference ghostnet_100.
+_TIMM_GHOST = {"stride": 16, "dropout": 0.2, "has_width": True, "cifar_only": False, "interpolation": "bicubic"}
 
 ARCHS: dict[str, ArchInfo] = {
-    "ghostnet": ArchInfo(stride=16, dropout=0.2, has_width=True, cifar_only=False),
+    "ghostnet": ArchInfo(stride=16, dropout=0.2, has_width=True, cifar_only=False, widths=(0.5, 1.0, 1.3)),
+    "ghostnetv2": ArchInfo(**_TIMM_GHOST, min_last_map=2, widths=(1.0, 1.3, 1.6)),
+    "ghostnetv3": ArchInfo(**_TIMM_GHOST, min_last_map=2, reparameterizable=True, widths=(0.5, 1.0, 1.3, 1.6)),
+    "repghostnet": ArchInfo(**_TIMM_GHOST, reparameterizable=True,
+                            widths=(0.5, 0.58, 0.8, 1.0, 1.11, 1.3, 1.5, 2.0)),
     "mobilenetv3_large": ArchInfo(stride=16, dropout=0.2, has_width=True, cifar_only=False),
     "mobilenetv3_small": ArchInfo(stride=16, dropout=0.2, has_width=True, cifar_only=False),
     "mobilenetv2": ArchInfo(stride=16, dropout=0.2, has_width=True, cifar_only=False),
@@ -69,9 +85,16 @@ ARCHS: dict[str, ArchInfo] = {
     "ghost_resnet56": ArchInfo(stride=4, dropout=0.0, has_width=False, cifar_only=True, ghost_plugin=True),
 }
 
+# The GhostNet family built by ghostnet.build_ghostnet (from ghostnet.GHOST_FAMILIES).
+GHOST_ARCHS = ("ghostnet", "ghostnetv2", "ghostnetv3", "repghostnet")
+
 _REGISTERED: tuple[str, ...] = (
     "ghostnet_050", "ghostnet_100", "ghostnet_130",
     "ghostnet_cifar_050", "ghostnet_cifar_100", "ghostnet_cifar_130",
+    "ghostnetv2_100", "ghostnetv2_130", "ghostnetv2_160",
+    "ghostnetv3_050", "ghostnetv3_100", "ghostnetv3_130",
+    "repghostnet_100",
+    "ghostnetv2_cifar_100", "ghostnetv3_cifar_100", "repghostnet_cifar_100",
     "mobilenetv3_large_075", "mobilenetv3_large_100",
     "mobilenetv3_small_075", "mobilenetv3_small_100",
     "mobilenetv2_035", "mobilenetv2_050", "mobilenetv2_100",
@@ -126,10 +149,18 @@ def validate_width(width: float, arch: str = "") -> float:
         raise ModelError(f"width must be a number, got {width!r}", "use e.g. 0.5, 1.0 or 1.3") from None
     if not MIN_WIDTH <= width <= MAX_WIDTH:
         raise ModelError(f"width {width:g}{' for ' + arch if arch else ''} is outside {MIN_WIDTH:g}..{MAX_WIDTH:g}",
-                         "GhostNet's paper widths are 0.5, 1.0 and 1.3 (names ghostnet_050/_100/_130)")
+                         _widths_hint(arch))
     if abs(width * 100 - round(width * 100)) > 1e-6:
         raise ModelError(f"width {width} has more than 2 decimals", "round it, e.g. 0.75 (name suffix _075)")
     return round(width, 2)
+
+
+def _widths_hint(arch: str) -> str:
+    info = ARCHS.get(arch)
+    if arch in ("", "ghostnet") or info is None or not info.widths:
+        return "GhostNet's paper widths are 0.5, 1.0 and 1.3 (names ghostnet_050/_100/_130)"
+    names = "/".join(f"_{round(w * 100):03d}" for w in info.widths)
+    return f"{arch}'s published widths are {', '.join(map(str, info.widths))} (names {arch}{names})"
 
 
 def parse_model_name(name: str) -> ParsedName:
@@ -163,7 +194,7 @@ def _base_spec(parsed: ParsedName) -> ModelSpec:
                          mean=CIFAR_MEAN, std=CIFAR_STD, resize_size=32, interpolation="bilinear",
                          stem_stride=1, dropout=info.dropout)
     return ModelSpec(name=name, arch=parsed.arch, width=parsed.width, num_classes=1000, input_size=(3, 224, 224),
-                     mean=IMAGENET_MEAN, std=IMAGENET_STD, resize_size=256, interpolation="bilinear",
+                     mean=IMAGENET_MEAN, std=IMAGENET_STD, resize_size=256, interpolation=info.interpolation,
                      stem_stride=2, dropout=info.dropout)
 
 
@@ -191,13 +222,18 @@ def check_input_size(spec: ModelSpec, size: tuple[int, int] | tuple[int, int, in
     else:
         h, w = size
     stride = total_stride(spec)
-    ok = [stride * k for k in (1, 2, 4, 7) if stride * k <= MAX_SIDE]
+    min_map = ARCHS[spec.arch].min_last_map
+    ok = [stride * k for k in (1, 2, 4, 7, 8) if min_map <= k and stride * k <= MAX_SIDE][:4]
     for side in (h, w):
         if not isinstance(side, int) or isinstance(side, bool):
             raise ModelError(f"input size must be whole pixels, got {side!r}", f"use e.g. {spec.input_size[1]}")
         if side < stride:
             raise ModelError(f"input side {side} is too small for {spec.name}: it downsamples by {stride}",
                              f"use a multiple of {stride}, e.g. {', '.join(map(str, ok))}")
+        if side < stride * min_map:
+            raise ModelError(f"input side {side} is too small for {spec.name}: it downsamples by {stride} and "
+                             f"its DFC attention pools the last {side // stride}x{side // stride} map by 2 again",
+                             f"use a multiple of {stride} from {stride * min_map}, e.g. {', '.join(map(str, ok))}")
         if side > MAX_SIDE:
             raise ModelError(f"input side {side} is larger than {MAX_SIDE}",
                              f"classification nets take small inputs; {spec.name} is made for "
@@ -273,14 +309,20 @@ def _validate(spec: ModelSpec) -> None:
     check_input_size(spec, spec.input_size[1:])
 
 
-def build_model(spec: ModelSpec) -> nn.Module:
-    """Construct the network a spec describes (random weights, torch's global generator)."""
+def build_model(spec: ModelSpec, reparameterized: bool = False) -> nn.Module:
+    """Construct the network a spec describes (random weights, torch's global generator).
+
+    ``reparameterized`` builds the folded (deployed) form of an architecture that has one (GhostNetV3,
+    RepGhostNet: ``ARCHS[arch].reparameterizable``), the layout of folded checkpoints; other
+    architectures have a single form and ignore it.
+    """
     in_chans = spec.input_size[0]
     arch = spec.arch
-    if arch == "ghostnet":
-        from ghostnet_edge.models.ghostnet import GHOSTNET_TABLE1, GhostNet
+    if arch in GHOST_ARCHS:
+        from ghostnet_edge.models.ghostnet import build_ghostnet
 
-        return GhostNet(GHOSTNET_TABLE1, spec.num_classes, spec.width, spec.dropout, spec.stem_stride, in_chans)
+        return build_ghostnet(arch, spec.num_classes, spec.width, spec.dropout, spec.stem_stride, in_chans,
+                              reparameterized=reparameterized)
     if arch in ("mobilenetv3_large", "mobilenetv3_small"):
         from ghostnet_edge.models.mobilenetv3 import MobileNetV3
 
@@ -306,20 +348,20 @@ def build_model(spec: ModelSpec) -> nn.Module:
 
 
 def create_model(name: str, num_classes: int | None = None, *, seed: int | None = None,
-                 **overrides: Any) -> nn.Module:
+                 reparameterized: bool = False, **overrides: Any) -> nn.Module:
     """Build a named variant; the resolved :class:`ModelSpec` is attached as ``model.spec``.
 
     ``seed`` makes the random initialisation reproducible without touching the caller's global torch
-    generator state.
+    generator state. ``reparameterized`` builds the folded form (see :func:`build_model`).
     """
     import torch
 
     spec = get_spec(name, num_classes=num_classes, **overrides)
     if seed is None:
-        model = build_model(spec)
+        model = build_model(spec, reparameterized)
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
-            model = build_model(spec)
+            model = build_model(spec, reparameterized)
     model.spec = spec
     return model
