@@ -303,6 +303,29 @@ def _load(cfg: ExportConfig, warnings: list[str]) -> tuple[Any, Any, dict[str, A
     return model, spec, meta, False
 
 
+def _fold_branches(model: Any, xv: np.ndarray, ref: np.ndarray, tolerance: float) -> tuple[Any, str | None]:
+    """The deployed form of a network with training-time branches (GhostNetV3, RepGhostNet), checked.
+
+    The branches are folded into single convolutions before conversion; the folded network must give
+    the unfolded one's logits on the verification images within float rounding (the FP32 tolerance,
+    relative above |logit| 1), else nothing is exported.
+    """
+    from ghostnet_edge.export.onnx import verify as ov
+    from ghostnet_edge.models.reparam import has_branches, reparameterize
+
+    if not has_branches(model):
+        return model, None
+    folded = reparameterize(model).eval()
+    diff = float(np.abs(ov.run_torch(folded, xv) - ref).max())
+    allowed = tolerance * max(1.0, float(np.abs(ref).max()))
+    if not diff <= allowed:
+        raise ExportError(f"folding the re-parameterisable branches changed the logits by {diff:.3g} "
+                          f"(allowed {allowed:.3g}); nothing was written",
+                          "the checkpoint's BatchNorm statistics may be broken; check it with `ghostedge eval`")
+    return folded, (f"re-parameterised: training-time branches folded into single convolutions before "
+                    f"conversion (folded vs unfolded logits: max |diff| {diff:.2e})")
+
+
 def _decode_all(image_sets: Sequence[Any], pre: Any, use_cache: bool) -> list[np.ndarray | None]:
     """Decode every set (None stays None); unreadable images of all sets are named in one error."""
     from ghostnet_edge.calib import calibration_tensors
@@ -460,6 +483,9 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
         torch.set_num_threads(threads)
         try:
             ref = ov.run_torch(model, xv)
+            model, folding = _fold_branches(model, xv, ref, cfg.tolerance)
+            if folding is not None:
+                warnings.append(folding)
         finally:
             torch.set_num_threads(saved_threads)  # callers (the curve sweep) keep their own setting
 
