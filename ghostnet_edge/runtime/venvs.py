@@ -417,3 +417,70 @@ def runner_venv(python: PythonInfo, runtime: str, root: Path | None = None) -> V
     specs = RUNNER_PINS[runtime]
     return ensure_venv(python, specs, label=runtime, kind="runner-venvs", wheel_check=specs[0],
                        forbidden=RUNNER_FORBIDDEN, root=root)
+
+
+# ------------------------------------------------------------------------------- venvs with torch
+
+# A tool venv that needs torch gets this CPU wheel from this folder, never a torch from the index
+# (pip would otherwise fetch a CUDA build: several GB).
+TORCH_CPU_PIN = "torch==2.13.0+cpu"
+TORCH_WHEELS = Path("/opt/wheels")
+
+
+def torch_tool_venv(python: PythonInfo, specs: Sequence[str], *, label: str, torch_pin: str = TORCH_CPU_PIN,
+                    find_links: Path = TORCH_WHEELS, kind: str = "tool-venvs", root: Path | None = None) -> Venv:
+    """A venv with exactly ``torch_pin`` (a local CPU wheel in ``find_links``) and then ``specs`` on top.
+
+    torch goes in first, alone (with its own dependencies from the index); ``specs`` follow. Both steps
+    pass ``find_links`` and a constraints file pinning ``torch_pin``: the index has no ``+cpu`` build, so
+    only the local wheel fits and no dependency can bring in another torch (a CUDA one: several GB).
+    Cached, locked and published atomically like :func:`ensure_venv` (the key covers the torch pin).
+    """
+    t0 = time.perf_counter()
+    root = Path(root) if root is not None else cache_root() / kind
+    key = venv_key(python, label, [torch_pin, *specs])
+    found = _published(root / key)
+    if found is not None:
+        return Venv(root / key, found[0], found[1], False, time.perf_counter() - t0)
+    root.mkdir(parents=True, exist_ok=True)
+    with file_lock(root / f".{key}.lock"):
+        found = _published(root / key)
+        if found is not None:
+            return Venv(root / key, found[0], found[1], False, time.perf_counter() - t0)
+        current = (root / key).resolve() if (root / key).is_symlink() else None
+        _remove_leftovers(root, key, current)
+        folder = root / f".{key}.{uuid.uuid4().hex[:8]}"
+        what = f"the {label} venv for Python {python.version}"
+        try:
+            done = subprocess.run([str(python.executable), "-m", "venv", "--without-pip", str(folder)],
+                                  capture_output=True, text=True, timeout=300, env=clean_env())
+            if done.returncode != 0:
+                raise VenvError(f"{what}: python -m venv failed: {_tail(done.stderr, 3)}",
+                                "install the venv module for this Python (Debian: apt-get install python3-venv)")
+            venv_python = folder / "bin" / "python"
+            base = ["--python", str(venv_python), "install", "--only-binary=:all:", "--no-input", "-q",
+                    "--find-links", str(find_links)]
+            constraints = folder / "ghostedge-constraints.txt"
+            constraints.write_text(torch_pin + "\n")
+            base += ["--constraint", str(constraints)]
+            _pip(python, [*base, torch_pin], f"{what} ({torch_pin} from {find_links})")
+            _pip(python, [*base, *specs], what)
+            installed = _installed(venv_python)
+            want = torch_pin.split("==", 1)[1]
+            if installed.get("torch") != want:
+                raise VenvError(f"{what}: torch {installed.get('torch')} got installed instead of {want}",
+                                f"check the pins {list(specs)}")
+            manifest = {
+                "complete": True, "layout": LAYOUT_VERSION, "label": label, "specs": [torch_pin, *specs],
+                "python": str(python.executable), "python_version": python.version, "wheel_checked": None,
+                "installed": installed, "build_seconds": round(time.perf_counter() - t0, 1),
+                "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+            _write_atomic(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        _publish(root, key, folder)
+        if current is not None and current != folder:
+            shutil.rmtree(current, ignore_errors=True)
+    return Venv(root / key, root / key / "bin" / "python", manifest, True, time.perf_counter() - t0)
