@@ -23,6 +23,12 @@ need_pkgs=()
 command -v ssh >/dev/null 2>&1 || need_pkgs+=(openssh-client)
 [ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server)
 command -v qemu-aarch64 >/dev/null 2>&1 || need_pkgs+=(qemu-user)
+# The C client in examples/ (built and run by the tests on x86-64 and, cross-compiled, on emulated ARM)
+command -v gcc >/dev/null 2>&1 || need_pkgs+=(gcc)
+command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need_pkgs+=(gcc-aarch64-linux-gnu)
+for hdr in jpeglib.h:libjpeg62-turbo-dev png.h:libpng-dev zlib.h:zlib1g-dev; do
+  [ -e "/usr/include/${hdr%%:*}" ] || need_pkgs+=("${hdr##*:}")
+done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "${GHOSTEDGE_SKIP_APT:-0}" = 1 ]; then
     say "skipping apt (GHOSTEDGE_SKIP_APT=1); missing: ${need_pkgs[*]}"
@@ -38,7 +44,14 @@ if [ "${#need_pkgs[@]}" -gt 0 ]; then
     say "cannot install ${need_pkgs[*]} (not root, no sudo): the ssh and qemu targets' tests will skip"
   fi
 else
-  say "system packages present (ssh, sshd, qemu-aarch64)"
+  say "system packages present (ssh, sshd, qemu-aarch64, gcc, aarch64 cross gcc, libjpeg/libpng/zlib headers)"
+fi
+# The emulated-ARM client links arm64 libjpeg/libpng/zlib, fetched with `apt-get download PKG:arm64`.
+if [ "$(id -u)" = 0 ] && [ "${GHOSTEDGE_SKIP_APT:-0}" != 1 ] && command -v dpkg >/dev/null 2>&1 \
+   && ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  say "adding the arm64 package architecture (download only: nothing arm64 is installed)"
+  dpkg --add-architecture arm64
+  apt-get update -qq || say "apt-get update failed; the emulated-ARM client test will skip"
 fi
 
 # --- 2. the virtualenv: a supported Python (3.10-3.13), 3.11 first (the lock and torch's CPU wheel are cp311)

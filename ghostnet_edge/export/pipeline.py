@@ -556,7 +556,13 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
     # ---- TFLite checks -----------------------------------------------------------------------------------
     tflite_io = None
     if tflite_res is not None:
+        from ghostnet_edge.export.tflite.metadata import check_metadata_agrees
         from ghostnet_edge.export.tflite.verify import fp32_tolerance, per_layer_sqnr, run_tflite
+
+        # The metadata an app reads (input size, normalisation, labels) must describe these very tensors.
+        check_metadata_agrees(t_fp32, labels=labels, preprocessing=prep_desc, int8=False)
+        if t_int8 is not None:
+            check_metadata_agrees(t_int8, labels=labels, preprocessing=prep_desc, int8=cfg.io_dtype != "float32")
 
         # The converter's own split (translation, FP32, INT8 incl. its calibration), for the benchmark.
         timer.timings["tflite_convert.translate"] = tflite_res.translate_seconds

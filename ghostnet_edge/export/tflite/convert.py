@@ -10,9 +10,15 @@ The converter gets the translated function together with a ``tf.Module`` that ow
 go through its SavedModel path, which writes the ``serving_default`` signature (input ``image``, output
 ``logits``) Android's ``Interpreter.getSignatureRunner`` reads; a bare concrete function gets none.
 
+Every file gets standard TFLite Metadata (name, description, version, author, license, the input's
+image properties and normalisation, the output's labels.txt packed as an associated file) next to
+ghostedge's own JSON entries (see :mod:`.metadata`), and :func:`.metadata.check_metadata_agrees` must
+pass before it is written.
+
 Output is byte-identical for the same inputs: the converter's flatbuffer carries no timestamps or
 paths (checked by the tests, in one process and across processes), our metadata is key-sorted JSON
-without times, and the files are written atomically.
+and a flatbuffer without times, the packed labels a zip with fixed dates, and the files are written
+atomically.
 """
 
 from __future__ import annotations
@@ -127,6 +133,24 @@ def _io_quant(model: bytes) -> tuple[tuple[float, int] | None, tuple[float, int]
     return pick(q["input"]), pick(q["output"])
 
 
+def _model_name(proto: Any, onnx_path: Path) -> str:
+    """The model's name for the metadata: the ONNX stage's ``ghostedge.model`` property, else the file stem."""
+    for prop in getattr(proto, "metadata_props", []):
+        if prop.key == "ghostedge.model" and prop.value:
+            return str(prop.value)
+    return onnx_path.stem
+
+
+def _with_metadata(model: bytes, labels: list[str] | None, prep: dict[str, Any] | None,
+                   info: dict[str, Any], name: str) -> bytes:
+    """``model`` with ghostedge's JSON entries, standard TFLite Metadata and labels.txt, checked."""
+    meta = md.image_classifier_metadata(model, labels, prep, info, name)
+    entries = {**md.json_entries(labels, prep, info), **md.standard_entry(meta)}
+    model = md.embed_metadata(model, entries, meta.associated_files())
+    md.check_metadata_agrees(model, labels=labels, preprocessing=prep)
+    return model
+
+
 def convert_onnx_to_tflite(
     onnx_path: Path | str,
     out_fp32: Path | None,
@@ -141,8 +165,9 @@ def convert_onnx_to_tflite(
 
     ``representative`` holds the preprocessed calibration images, ``(N, 3, H, W)`` float32 (required for
     INT8). ``io_dtype`` is the INT8 model's input/output type: ``int8`` (default), ``uint8`` or
-    ``float32`` (QUANTIZE/DEQUANTIZE at the ends). ``labels`` and ``preprocessing`` are embedded as JSON
-    metadata (see :mod:`.metadata`). The same inputs always give byte-identical files.
+    ``float32`` (QUANTIZE/DEQUANTIZE at the ends). ``labels`` and ``preprocessing`` are embedded as
+    standard TFLite Metadata and as JSON entries (see :mod:`.metadata`). The same inputs always give
+    byte-identical files.
     """
     if out_fp32 is None and out_int8 is None:
         raise ExportError("nothing to convert: neither an FP32 nor an INT8 output path was given",
@@ -169,6 +194,7 @@ def convert_onnx_to_tflite(
     labels = _check_labels(labels, _num_classes(concrete))
 
     onnx_sha = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    name = _model_name(proto, onnx_path)
     prep = None if preprocessing is None else {**preprocessing, "layout": "NHWC", "input_shape": list(nhwc)}
     from ghostnet_edge.utils.versions import package_versions
 
@@ -183,7 +209,7 @@ def convert_onnx_to_tflite(
         t0 = time.perf_counter()
         model = _convert(tf, concrete, None, "float32", per_channel)
         info = {**base_info, "precision": "fp32"}
-        model = md.embed_metadata(model, md.json_entries(labels, prep, info))
+        model = _with_metadata(model, labels, prep, info, name)
         atomic_write_bytes(out_fp32, model)
         fp32_s = time.perf_counter() - t0
         fp32_bytes = len(model)
@@ -193,7 +219,7 @@ def convert_onnx_to_tflite(
         rep_sha = hashlib.sha256(rep_nhwc.tobytes()).hexdigest()
         info = {**base_info, "precision": "int8", "io_dtype": io_dtype, "per_channel": per_channel,
                 "num_representative": int(rep_nhwc.shape[0]), "representative_sha256": rep_sha}
-        model = md.embed_metadata(model, md.json_entries(labels, prep, info))
+        model = _with_metadata(model, labels, prep, info, name)
         in_q, out_q = _io_quant(model)
         atomic_write_bytes(out_int8, model)
         int8_s = time.perf_counter() - t0
