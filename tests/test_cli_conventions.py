@@ -81,3 +81,18 @@ def test_export_prints_no_tensorflow_chatter(tmp_path: Path) -> None:
                                       "computation_placer", "oneDNN custom operations",
                                       "XNNPACK delegate"))]
     assert noise == [], noise
+
+
+def test_export_ends_with_what_an_app_needs() -> None:
+    from types import SimpleNamespace
+
+    from ghostnet_edge.cli.export import app_lines
+
+    report = SimpleNamespace(
+        out_dir=Path("exp"), artifacts=[SimpleNamespace(name="model_fp32.tflite", format="tflite"),
+                                        SimpleNamespace(name="model_int8.tflite", format="tflite")],
+        manifest={"preprocessing": {"input_size": [3, 32, 32]},
+                  "tflite_int8_io": {"input": {"dtype": "int8", "scale": 0.016, "zero_point": -5}}})
+    first, second = app_lines(report)
+    assert "exp/model_int8.tflite" in first and "labels.txt" in first
+    assert "int8 [1, 32, 32, 3] NHWC RGB" in second and "round(x / 0.016) - 5" in second

@@ -53,6 +53,29 @@ def print_summary(report: object) -> None:
     console.print(f"total {report.total_seconds:.1f} s: {stages}")  # type: ignore[attr-defined]
     extra = [f for f in report.files if not f.startswith("model")]  # type: ignore[attr-defined]
     console.print(f"also written: {', '.join(extra)}")
+    for line in app_lines(report):
+        console.print(line, soft_wrap=True)
+
+
+def app_lines(report: object) -> list[str]:
+    """The two lines an app developer needs next: the files, and what the model's input expects."""
+    m = report.manifest  # type: ignore[attr-defined]
+    names = [a.name for a in report.artifacts if a.format == "tflite"]  # type: ignore[attr-defined]
+    if not names:
+        return []
+    model = "model_int8.tflite" if "model_int8.tflite" in names else names[0]
+    out = report.out_dir  # type: ignore[attr-defined]
+    size = (m.get("preprocessing") or {}).get("input_size") or []
+    io = (m.get("tflite_int8_io") or {}).get("input") if model == "model_int8.tflite" else None
+    shape = f"[1, {size[1]}, {size[2]}, 3] NHWC RGB" if len(size) == 3 else "NHWC RGB"
+    if io and io.get("dtype") in ("int8", "uint8"):
+        zp = int(io["zero_point"])
+        expects = (f"{io['dtype']} {shape}, q = round(x / {io['scale']:.6g}) {'-' if zp < 0 else '+'} {abs(zp)} "
+                   "after normalising with the metadata's mean/std")
+    else:
+        expects = f"float32 {shape}, normalised with the metadata's mean/std"
+    return [f"for an app: {out / model} (metadata and labels.txt inside; also {out / 'labels.txt'})",
+            f"its input: {expects}; see examples/classify.c"]
 
 
 def _calibration_draws(checkpoint: Path | None, calib: Path | None, out: Path, seeds: str, sizes: str,
