@@ -176,3 +176,15 @@ def test_published_accuracy_covers_the_latency_only_widths() -> None:
     assert paper.published_accuracy("ghostnet_100").top1_pct == 73.9  # type: ignore[union-attr]
     assert paper.published_accuracy("ghostnet_cifar_100") is None
     assert len(paper.figure7_points("MobileNetV2")) == 1
+
+
+def test_successor_families_have_labels_colours_and_published_accuracy() -> None:
+    from ghostnet_edge.report.paper import SUCCESSOR_MODELS, published_accuracy
+    from ghostnet_edge.report.plot import FAMILY_COLORS
+    from ghostnet_edge.report.points import family_of
+
+    for name in SUCCESSOR_MODELS:
+        family = family_of(name)
+        assert family in FAMILY_COLORS
+        row = published_accuracy(name)
+        assert row is not None and row.family == family and row.top1_pct > 74

@@ -74,9 +74,18 @@ TABLE7: tuple[PublishedAccuracy, ...] = (
     PublishedAccuracy("mobilenetv2_100", "MobileNetV2", 1.0, 3.5, 300, 71.8, 91.0, TABLE7_SOURCE),
 )
 
-# Not in GhostNet's Table 7; from the MobileNetV3 paper so the Small 1.0 point is not left bare.
+TIMM_SOURCE = "timm 1.0.31 weights' published ImageNet top-1 (GhostNetV2 NeurIPS 2022, GhostNetV3 2024)"
+REPGHOST_SOURCE = "RepGhost (Chen et al., 2022), ImageNet"
+
+# Not in GhostNet's Table 7; from the MobileNetV3 paper so the Small 1.0 point is not left bare, and the
+# successors' published figures (parameters and MACs of the deployed form, as ghostedge counts them).
 OTHER_PUBLISHED: tuple[PublishedAccuracy, ...] = (
     PublishedAccuracy("mobilenetv3_small_100", "MobileNetV3-Small", 1.0, 2.5, 56, 67.4, None, MBV3_SOURCE),
+    PublishedAccuracy("ghostnetv2_100", "GhostNetV2", 1.0, 6.2, 167, 75.19, None, TIMM_SOURCE),
+    PublishedAccuracy("ghostnetv2_130", "GhostNetV2", 1.3, 9.0, 269, 76.75, None, TIMM_SOURCE),
+    PublishedAccuracy("ghostnetv2_160", "GhostNetV2", 1.6, 12.4, 399, 77.84, None, TIMM_SOURCE),
+    PublishedAccuracy("ghostnetv3_100", "GhostNetV3", 1.0, 6.1, 167, 76.94, None, TIMM_SOURCE),
+    PublishedAccuracy("repghostnet_100", "RepGhostNet", 1.0, 4.1, 142, 74.2, None, REPGHOST_SOURCE),
 )
 
 # The widths the paper measures, in the order the latency-only sweep runs them (MobileNetV2 last:
@@ -87,6 +96,9 @@ LATENCY_ONLY_MODELS: tuple[str, ...] = (
     "mobilenetv3_small_075", "mobilenetv3_small_100",
     "mobilenetv2_100",
 )
+# The successors at 1.0x, for `ghostedge curve --latency-only --models ...` beside V1 (not in the default
+# sweep: each adds minutes of conversion and emulation).
+SUCCESSOR_MODELS: tuple[str, ...] = ("ghostnetv2_100", "ghostnetv3_100", "repghostnet_100")
 
 
 def published_accuracy(model: str) -> PublishedAccuracy | None:

@@ -32,6 +32,9 @@ FAMILY_COLORS: dict[str, str] = {
     "MobileNetV3-Small": "#17becf",
     "MobileNetV3": "#1f77b4",
     "MobileNetV2": "#2ca02c",
+    "GhostNetV2": "#ff7f0e",
+    "GhostNetV3": "#9467bd",
+    "RepGhostNet": "#8c564b",
 }
 RUNTIME_ORDER = ("PyTorch", "ONNX Runtime", "TFLite")
 

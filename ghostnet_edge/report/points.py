@@ -37,6 +37,9 @@ FAMILIES: dict[str, str] = {
     "mobilenetv3_large": "MobileNetV3-Large",
     "mobilenetv3_small": "MobileNetV3-Small",
     "mobilenetv2": "MobileNetV2",
+    "ghostnetv2": "GhostNetV2",
+    "ghostnetv3": "GhostNetV3",
+    "repghostnet": "RepGhostNet",
 }
 
 QEMU_X_LABEL = "guest instructions per inference (QEMU TCG count, not time)"
