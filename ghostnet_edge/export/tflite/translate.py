@@ -548,6 +548,110 @@ def _same_as_explicit(h: int, w: int, k: list[int], s: list[int]) -> list[int]:
     return out
 
 
+# ONNX Resize (mode "nearest") -> TF's ResizeNearestNeighbor flags (align_corners, half_pixel_centers), for
+# the (coordinate_transformation_mode, nearest_mode) pairs whose index rule is TF's:
+#   asymmetric + floor                -> in = floor(out * in_size / out_size)          (F.interpolate "nearest")
+#   half_pixel + round_prefer_ceil    -> in = floor((out + 0.5) * in_size / out_size)  ("nearest-exact")
+#   pytorch_half_pixel, tf_half_pixel_for_nn + floor: the same as half_pixel + round_prefer_ceil
+#   align_corners + round_prefer_ceil -> in = round(out * (in_size - 1) / (out_size - 1))
+# Each node is also checked index by index (_onnx_nearest_indices against _tf_nearest_indices) for its
+# actual sizes and scales: ONNX maps with an explicit scale as given, TF with out_size / in_size, so a
+# scale whose pixels differ (2.2 for 3 -> 6) is refused, as is pytorch_half_pixel with one output pixel.
+_NEAREST_FLAGS = {
+    ("asymmetric", "floor"): (False, False),
+    ("half_pixel", "round_prefer_ceil"): (False, True),
+    ("pytorch_half_pixel", "round_prefer_ceil"): (False, True),
+    ("tf_half_pixel_for_nn", "floor"): (False, True),
+    ("align_corners", "round_prefer_ceil"): (True, False),
+}
+
+
+def _onnx_nearest_indices(out_size: int, in_size: int, scale: float, ctm: str, nearest_mode: str) -> np.ndarray:
+    """Source index of every output position of an ONNX nearest Resize along one axis (the spec's formulas)."""
+    x = np.arange(out_size, dtype=np.float64)
+    if ctm == "asymmetric":
+        xo = x / scale
+    elif ctm == "half_pixel" or (ctm == "pytorch_half_pixel" and out_size > 1):
+        xo = (x + 0.5) / scale - 0.5
+    elif ctm == "tf_half_pixel_for_nn":
+        xo = (x + 0.5) / scale
+    elif ctm == "align_corners" and out_size > 1:
+        xo = x * (in_size - 1) / (out_size - 1)
+    else:  # pytorch_half_pixel / align_corners with one output pixel
+        xo = np.zeros_like(x)
+    rounded = {"floor": np.floor(xo), "ceil": np.ceil(xo), "round_prefer_floor": np.ceil(xo - 0.5),
+               "round_prefer_ceil": np.floor(xo + 0.5)}[nearest_mode]
+    return np.clip(rounded, 0, in_size - 1).astype(np.int64)
+
+
+def _tf_nearest_indices(out_size: int, in_size: int, align_corners: bool, half_pixel: bool) -> np.ndarray:
+    """Source indices of TF/TFLite's ResizeNearestNeighbor along one axis (float32, like the kernels)."""
+    x = np.arange(out_size, dtype=np.float32)
+    if align_corners and out_size > 1:
+        idx = np.round(x * np.float32((in_size - 1) / (out_size - 1)))
+    else:
+        idx = np.floor((x + np.float32(0.5 if half_pixel else 0.0)) * np.float32(in_size / out_size))
+    return np.clip(idx, 0, in_size - 1).astype(np.int64)
+
+
+def _resize(tr, node, ins, attrs, label):
+    tf = _tf()
+    v = ins[0]
+    shape = _static_shape(v)
+    if len(shape) != 4:
+        raise ExportError(f"Resize node '{label}' resizes a rank-{len(shape)} tensor",
+                          "only 4-D NCHW activations can be resized")
+    if tr.opset < 11:
+        raise ExportError(f"Resize node '{label}' is from opset {tr.opset}", "re-export the model with opset 17")
+    mode = attrs.get("mode", "nearest")
+    ctm = attrs.get("coordinate_transformation_mode", "half_pixel")
+    nearest_mode = attrs.get("nearest_mode", "round_prefer_floor")
+    if mode != "nearest":
+        raise ExportError(f"Resize node '{label}': mode={mode} is not supported",
+                          "only nearest upsampling is translated (F.interpolate(mode='nearest'))")
+    flags = _NEAREST_FLAGS.get((ctm, nearest_mode))
+    if flags is None:
+        raise ExportError(f"Resize node '{label}': coordinate_transformation_mode={ctm} with "
+                          f"nearest_mode={nearest_mode} is not supported",
+                          "use F.interpolate(mode='nearest') (asymmetric + floor) or mode='nearest-exact'")
+    if attrs.get("keep_aspect_ratio_policy", "stretch") != "stretch":
+        raise ExportError(f"Resize node '{label}': keep_aspect_ratio_policy="
+                          f"{attrs['keep_aspect_ratio_policy']} is not supported", "resize to explicit sizes")
+    for extra in ins[1:]:
+        if extra is not None and not extra.const:
+            raise ExportError(f"Resize node '{label}' has computed scales or sizes",
+                              "export with a fixed input size and simplify the model with onnxsim")
+    axes = [int(a) % 4 for a in attrs["axes"]] if attrs.get("axes") else [0, 1, 2, 3]
+    scales_in = ins[2].t.reshape(-1) if len(ins) > 2 and ins[2] is not None else np.zeros(0)
+    sizes_in = ins[3].t.reshape(-1) if len(ins) > 3 and ins[3] is not None else np.zeros(0)
+    out, scale = list(shape), [1.0] * 4
+    if sizes_in.size:
+        for a, n in zip(axes, sizes_in, strict=True):
+            out[a], scale[a] = int(n), int(n) / shape[a]
+    elif scales_in.size:
+        for a, sc in zip(axes, scales_in, strict=True):
+            out[a], scale[a] = int(np.floor(shape[a] * float(sc))), float(sc)
+    else:
+        raise ExportError(f"Resize node '{label}' has neither scales nor sizes", "re-export with opset 17")
+    if out[:2] != shape[:2]:
+        raise ExportError(f"Resize node '{label}' resizes the batch or channel axis ({shape} -> {out})",
+                          "only the spatial axes (H, W) can be resized")
+    if out == shape:
+        return [v]
+    align_corners, half_pixel = flags
+    for ax in (2, 3):
+        want = _onnx_nearest_indices(out[ax], shape[ax], scale[ax], ctm, nearest_mode)
+        if not np.array_equal(want, _tf_nearest_indices(out[ax], shape[ax], align_corners, half_pixel)):
+            raise ExportError(f"Resize node '{label}': scale {scale[ax]:g} ({shape[ax]} -> {out[ax]}) with "
+                              f"coordinate_transformation_mode={ctm} picks other pixels than TFLite's "
+                              "RESIZE_NEAREST_NEIGHBOR", "resize to explicit sizes (F.interpolate(size=...))")
+    # The raw op takes both flags (tf.image.resize(method="nearest") always uses half-pixel centres, and the
+    # tf.compat.v1 wrapper logs a deprecation notice); it converts to RESIZE_NEAREST_NEIGHBOR.
+    y = tf.raw_ops.ResizeNearestNeighbor(images=_as_nhwc(v), size=np.array([out[2], out[3]], dtype=np.int32),
+                                         align_corners=align_corners, half_pixel_centers=half_pixel)
+    return [_Value(y, nhwc=True)]
+
+
 def _concat(tr, node, ins, attrs, label):
     tf = _tf()
     rank = len(_static_shape(ins[0]))
@@ -746,7 +850,7 @@ _HANDLERS: dict[str, Callable] = {
     "BatchNormalization": _batchnorm,
     "Relu": _unary(lambda x, a: _tf().nn.relu(x)),
     "LeakyRelu": _unary(lambda x, a: _tf().nn.leaky_relu(x, alpha=float(a.get("alpha", 0.01)))),
-    "Sigmoid": _unary(lambda x, a: _tf().sigmoid(x)),
+    "Sigmoid": _unary(lambda x, a: _tf().math.sigmoid(x)),  # LOGISTIC, an INT8 kernel
     "Tanh": _unary(lambda x, a: _tf().tanh(x)),
     "HardSigmoid": _unary(_hard_sigmoid),
     "HardSwish": _unary(_hard_swish),
@@ -766,6 +870,7 @@ _HANDLERS: dict[str, Callable] = {
     "ReduceSum": _reduce("ReduceSum"),
     "AveragePool": _pool("AveragePool"),
     "MaxPool": _pool("MaxPool"),
+    "Resize": _resize,
     "Concat": _concat,
     "Slice": _slice,
     "Split": _split,
