@@ -15,6 +15,16 @@ import numpy as np
 SQNR_CAP_DB = 200.0
 
 
+def fp32_tolerance(reference: np.ndarray, tol: float) -> float:
+    """The max |difference| an FP32 artifact may show: ``tol`` absolute, relative to the logits above 1.
+
+    Float rounding grows with the magnitude of the logits (a network with logits in the hundreds differs
+    from itself by more than 1e-4 between two runtimes), so every format is held to ``tol`` per unit of
+    logit scale.
+    """
+    return float(tol * max(1.0, float(np.abs(reference).max())))
+
+
 def max_abs_diff(reference: np.ndarray, test: np.ndarray) -> float:
     """Largest absolute difference between two arrays of the same shape."""
     return float(np.max(np.abs(np.asarray(reference, np.float64) - np.asarray(test, np.float64))))

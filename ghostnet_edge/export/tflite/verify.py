@@ -134,7 +134,9 @@ def run_tflite(path: Path | str, nchw_batch: np.ndarray, num_threads: int = 1, b
 
 def fp32_tolerance(reference: np.ndarray, tol: float = FP32_TOL) -> float:
     """The allowed max abs difference: ``tol`` absolute, relative to the logits' scale above 1."""
-    return float(tol * max(1.0, float(np.abs(reference).max())))
+    from ghostnet_edge.export import checks
+
+    return checks.fp32_tolerance(reference, tol)
 
 
 def verify_tflite_fp32(path: Path | str, torch_logits: np.ndarray, inputs: np.ndarray,
