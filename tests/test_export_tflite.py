@@ -276,7 +276,7 @@ def test_signature_labels_and_preprocessing_are_embedded(tiny: dict) -> None:
 @pytest.mark.parametrize("backend", ["ai-edge-litert", "tflite-runtime"])
 def test_models_load_in_both_runtimes_through_the_signature(tiny: dict, backend: str) -> None:
     if backend == "tflite-runtime":
-        pytest.importorskip("tflite_runtime.interpreter")
+        pytest.importorskip("tflite_runtime.interpreter", reason="tflite-runtime 2.14 needs numpy < 2 and is not in the numpy-2 lock; its board path runs in tests/test_runner_pythons.py (Python 3.9-3.11 venvs)")
     interp, name = verify.make_interpreter(tiny["res"].fp32_path, backend=backend)
     assert name == backend
     assert interp.get_signature_list() == {"serving_default": {"inputs": ["image"], "outputs": ["logits"]}}
@@ -293,7 +293,7 @@ def test_models_load_in_both_runtimes_through_the_signature(tiny: dict, backend:
 
 
 def test_runtime_falls_back_to_tflite_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("tflite_runtime.interpreter")
+    pytest.importorskip("tflite_runtime.interpreter", reason="tflite-runtime 2.14 needs numpy < 2 and is not in the numpy-2 lock; its board path runs in tests/test_runner_pythons.py (Python 3.9-3.11 venvs)")
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)  # makes the import fail
     (_, _), name = verify._interpreter_class("auto")
     assert name == "tflite-runtime"
