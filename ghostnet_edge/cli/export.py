@@ -63,10 +63,12 @@ def app_lines(report: object) -> list[str]:
     names = [a.name for a in report.artifacts if a.format == "tflite"]  # type: ignore[attr-defined]
     if not names:
         return []
-    model = "model_int8.tflite" if "model_int8.tflite" in names else names[0]
+    from ghostnet_edge.export.artifacts import LABELS, TFLITE_INT8
+
+    model = TFLITE_INT8 if TFLITE_INT8 in names else names[0]
     out = report.out_dir  # type: ignore[attr-defined]
     size = (m.get("preprocessing") or {}).get("input_size") or []
-    io = (m.get("tflite_int8_io") or {}).get("input") if model == "model_int8.tflite" else None
+    io = (m.get("tflite_int8_io") or {}).get("input") if model == TFLITE_INT8 else None
     shape = f"[1, {size[1]}, {size[2]}, 3] NHWC RGB" if len(size) == 3 else "NHWC RGB"
     if io and io.get("dtype") in ("int8", "uint8"):
         zp = int(io["zero_point"])
@@ -74,7 +76,7 @@ def app_lines(report: object) -> list[str]:
                    "after normalising with the metadata's mean/std")
     else:
         expects = f"float32 {shape}, normalised with the metadata's mean/std"
-    return [f"for an app: {out / model} (metadata and labels.txt inside; also {out / 'labels.txt'})",
+    return [f"for an app: {out / model} (metadata and labels.txt inside; also {out / LABELS})",
             f"its input: {expects}; see examples/classify.c"]
 
 

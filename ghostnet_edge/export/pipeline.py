@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from ghostnet_edge.errors import DataError, ExportError, GhostEdgeError, ModelError, require
+from ghostnet_edge.export.artifacts import LABELS, ONNX_FP32, ONNX_INT8, TFLITE_FP32, TFLITE_INT8
 
 log = logging.getLogger(__name__)
 
@@ -509,7 +510,7 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
     from ghostnet_edge.export.onnx.config import OnnxExportConfig
     from ghostnet_edge.export.onnx.convert import export_onnx
 
-    onnx_fp32 = (staging if "onnx" in cfg.formats else work) / "model.onnx"
+    onnx_fp32 = (staging if "onnx" in cfg.formats else work) / ONNX_FP32
     with timer.stage("onnx_export"):
         export_onnx(model, input_size, onnx_fp32, OnnxExportConfig(opset=cfg.opset, simplify=cfg.simplify),
                     metadata=onnx_meta)
@@ -519,10 +520,10 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
         del sess
         from ghostnet_edge.export.checks import fp32_tolerance as scaled_tolerance
 
-        check = ov.check_fp32("model.onnx", ref, out_fp32, scaled_tolerance(ref, cfg.tolerance), yv)
+        check = ov.check_fp32(ONNX_FP32, ref, out_fp32, scaled_tolerance(ref, cfg.tolerance), yv)
         check.notes.append("tolerance is relative above |logit| 1: tolerance * max(1, max|torch logits|)")
     if "onnx" in cfg.formats:
-        _keep("model.onnx", "onnx", "fp32", check)
+        _keep(ONNX_FP32, "onnx", "fp32", check)
     elif not check.passed:
         raise ExportError(f"the intermediate ONNX model failed its check: {check.reason}", _fail_hint("fp32", "onnx"))
 
@@ -533,8 +534,8 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
     parallel = "tflite" in cfg.formats and threads >= 2
     ort_threads = max(1, threads - 1) if parallel else threads
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tflite") if parallel else None
-    t_fp32 = staging / "model_fp32.tflite"
-    t_int8 = staging / "model_int8.tflite" if cfg.int8 else None
+    t_fp32 = staging / TFLITE_FP32
+    t_int8 = staging / TFLITE_INT8 if cfg.int8 else None
     tflite_args = (onnx_fp32, t_fp32, t_int8, xc, cfg, labels, {**prep_desc, "layout": "NHWC"})
     region_cpu0, region_t0 = time.process_time(), time.perf_counter()
     try:
@@ -577,25 +578,25 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
             # LiteRT announces "Created TensorFlow Lite XNNPACK delegate for CPU." on fd 2 once per process.
             with quiet_native_stderr(enabled=not os.environ.get("GHOSTEDGE_VERBOSE")):
                 out_t = run_tflite(t_fp32, xv, num_threads=threads)
-            tcheck = ov.check_fp32("model_fp32.tflite", ref, out_t, fp32_tolerance(ref, cfg.tolerance), yv)
+            tcheck = ov.check_fp32(TFLITE_FP32, ref, out_t, fp32_tolerance(ref, cfg.tolerance), yv)
             tcheck.notes.append("tolerance is relative above |logit| 1: tolerance * max(1, max|torch logits|)")
-        _keep("model_fp32.tflite", "tflite", "fp32", tcheck)
+        _keep(TFLITE_FP32, "tflite", "fp32", tcheck)
         if t_int8 is not None:
             with timer.stage("tflite_int8_verify"):
                 out_tq = run_tflite(t_int8, xv, num_threads=threads)
-                tqcheck = ov.check_int8("model_int8.tflite", ref, out_tq, cfg.min_agreement, yv,
+                tqcheck = ov.check_int8(TFLITE_INT8, ref, out_tq, cfg.min_agreement, yv,
                                         enforce=enforce_int8)
             with timer.stage("tflite_int8_layer_report"):
                 tl = per_layer_sqnr(t_int8, t_fp32, xv[:n_report])
-                sections.append(rp.artifact_section("model_int8.tflite", rp.tflite_layer_rows(tl),
+                sections.append(rp.artifact_section(TFLITE_INT8, rp.tflite_layer_rows(tl),
                                                     tqcheck.to_dict(), n_report))
-            _keep("model_int8.tflite", "tflite", "int8", tqcheck)
+            _keep(TFLITE_INT8, "tflite", "int8", tqcheck)
             tflite_io = mf.tflite_io_entry(tflite_res)
 
     # ---- labels, reports, manifest ----------------------------------------------------------------------
     with timer.stage("manifest"):
         shutil.rmtree(work, ignore_errors=True)
-        atomic_write_text(staging / "labels.txt", "\n".join(labels) + "\n")
+        atomic_write_text(staging / LABELS, "\n".join(labels) + "\n")
         calibration = None
         if calib_set is not None:
             calibration = {**calib_set.summary(), "method": cfg.calib_method, "seed": cfg.seed,
@@ -651,7 +652,7 @@ def _onnx_int8(cfg: ExportConfig, staging: Path, work: Path, onnx_fp32: Path, xc
     from ghostnet_edge.export.onnx.quantize import activation_choice_dict, choose_activation_type
 
     choice = choose_activation_type(cfg.act_type)
-    q_path = staging / "model_int8.onnx"
+    q_path = staging / ONNX_INT8
     with timer.stage("onnx_quantize", cpu=cpu):
         if cfg.max_drop is not None and val is not None:
             from ghostnet_edge.export.onnx.nncf import quantize_with_accuracy_control
@@ -675,12 +676,12 @@ def _onnx_int8(cfg: ExportConfig, staging: Path, work: Path, onnx_fp32: Path, xc
         out_q = ov.run_onnx(ov.ort_session(q_path, threads), xv)
         if val is not None:
             _note_val_accuracy(quantization, onnx_fp32, q_path, val, threads)
-        qcheck = ov.check_int8("model_int8.onnx", ref, out_q, cfg.min_agreement, yv, enforce=enforce)
+        qcheck = ov.check_int8(ONNX_INT8, ref, out_q, cfg.min_agreement, yv, enforce=enforce)
     with timer.stage("onnx_int8_layer_report", cpu=cpu):
         layers = ov.per_layer_sqnr(onnx_fp32, q_path, xv[:n_report], work, threads=threads)
-        sections.append(rp.artifact_section("model_int8.onnx", rp.onnx_layer_rows(layers),
+        sections.append(rp.artifact_section(ONNX_INT8, rp.onnx_layer_rows(layers),
                                             qcheck.to_dict(), n_report))
-    keep("model_int8.onnx", "onnx", "int8", qcheck)
+    keep(ONNX_INT8, "onnx", "int8", qcheck)
     return quantization
 
 

@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from ghostnet_edge.errors import DataError, GhostEdgeError
+from ghostnet_edge.export.artifacts import artifact_file
 from ghostnet_edge.report.spread import spread
 
-INT8_ARTIFACTS = {"onnx": "model_int8.onnx", "tflite": "model_int8.tflite"}
-FP32_ARTIFACT = "model.onnx"
+INT8_ARTIFACTS = {"onnx": artifact_file("onnx", "int8"), "tflite": artifact_file("tflite", "int8")}
+FP32_ARTIFACT = artifact_file("onnx", "fp32")
 RESULT_JSON, RESULT_MD = "calibration_draws.json", "calibration_draws.md"
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import NamedTuple
 
+from ghostnet_edge.export.artifacts import ARTIFACTS
 from ghostnet_edge.report.spread import VERDICT_RULE, PairedDiff, paired_differences
 
 
@@ -23,12 +24,11 @@ class FormatInfo(NamedTuple):
     kind: str             # the runtime stage's format name: "torch" | "onnx" | "tflite"
 
 
+_RUNTIME_LABELS = {"onnx": "ONNX Runtime", "tflite": "TFLite"}
+# The PyTorch checkpoint itself, then every exported artifact (file names from the export's one table).
 FORMATS: dict[str, FormatInfo] = {
     "torch": FormatInfo("PyTorch", "fp32", None, "torch"),
-    "onnx": FormatInfo("ONNX Runtime", "fp32", "model.onnx", "onnx"),
-    "onnx-int8": FormatInfo("ONNX Runtime", "int8", "model_int8.onnx", "onnx"),
-    "tflite": FormatInfo("TFLite", "fp32", "model_fp32.tflite", "tflite"),
-    "tflite-int8": FormatInfo("TFLite", "int8", "model_int8.tflite", "tflite"),
+    **{a.key: FormatInfo(_RUNTIME_LABELS[a.format], a.precision, a.file, a.format) for a in ARTIFACTS},
 }
 DEFAULT_FORMATS: tuple[str, ...] = tuple(FORMATS)
 
