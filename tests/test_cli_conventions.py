@@ -50,7 +50,10 @@ def test_each_command_has_its_own_default_folder() -> None:
     from ghostnet_edge.cli import curve, export
     from ghostnet_edge.pipeline import quickstart
 
-    defaults = {"export": "ghostedge-export" in inspect.getsource(export),
+    from ghostnet_edge.export import config
+
+    assert "C.DEFAULT_OUT" in inspect.getsource(export)
+    defaults = {"export": str(config.DEFAULT_OUT) == "ghostedge-export",
                 "curve": "ghostedge-curve" in inspect.getsource(curve),
                 "quickstart": inspect.signature(quickstart.quickstart).parameters["out"].default == "ghostedge-out"}
     assert all(defaults.values()), defaults

@@ -341,3 +341,15 @@ def test_report_and_manifest_helpers(tmp_path: Path) -> None:
                            "zero_point": 128}
     src = mf.source_entry(None, MODEL, False, 7)
     assert src["weights"] == "random init (seed 7)" and src["checkpoint_sha256"] is None
+
+
+def test_input_size_override_keeps_the_checkpoints_other_settings() -> None:
+    import dataclasses
+
+    from ghostnet_edge.export.pipeline import _with_input_size
+    from ghostnet_edge.models import get_spec
+
+    trained = dataclasses.replace(get_spec("ghostnet_050"), stem_stride=1, dropout=0.1)   # as a checkpoint may set
+    bigger = _with_input_size(trained, (320, 320))
+    assert bigger.input_size == (3, 320, 320) and bigger.resize_size == round(320 / 0.875)
+    assert (bigger.stem_stride, bigger.dropout, bigger.mean) == (1, 0.1, trained.mean)

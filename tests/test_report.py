@@ -23,7 +23,7 @@ from ghostnet_edge.report.points import (
     points_to_csv,
     points_to_markdown,
 )
-from ghostnet_edge.report.spread import drop_verdict, paired_differences, spread
+from ghostnet_edge.utils.spread import drop_verdict, paired_differences, spread
 
 REFERENCE_FIG7 = "ghostnet_paper_figure7.csv"
 REFERENCE_TABLE7 = "ghostnet_paper_table7.csv"

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import typer
 
+from ghostnet_edge.export import config as C  # defaults, written once (standard library only)
+
 
 def _size(n: int) -> str:
     """Binary units, as LiteRT's benchmark_model and `ls -h` print them (MiB = 2**20 bytes)."""
@@ -117,14 +119,14 @@ def register(app: typer.Typer) -> None:
                                        "architecture of a bare state_dict"),
         calib: Path = typer.Option(None, "--calib", help="folder of real images: calibration, and held-out "
                                                          "verification images unless --verify-data"),
-        out: Path = typer.Option(Path("ghostedge-export"), "--out", "-o",
+        out: Path = typer.Option(C.DEFAULT_OUT, "--out", "-o",
                                  help="output folder (its own default, so an export never replaces the "
                                       "quickstart's or the curve's results)"),
-        formats: str = typer.Option("onnx,tflite", "--formats", help="comma-separated: onnx, tflite"),
+        formats: str = typer.Option(",".join(C.FORMATS), "--formats", help="comma-separated: onnx, tflite"),
         int8: bool = typer.Option(True, "--int8/--no-int8", help="also write INT8 models (needs --calib)"),
         input_size: str = typer.Option(None, "--input-size", help="e.g. 224 or 160x224 (default: the model's)"),
-        num_calib: int = typer.Option(256, "--num-calib", help="calibration images to draw"),
-        num_verify: int = typer.Option(32, "--num-verify", help="held-out images every artifact is checked on"),
+        num_calib: int = typer.Option(C.DEFAULT_NUM_CALIB, "--num-calib", help="calibration images to draw"),
+        num_verify: int = typer.Option(C.DEFAULT_NUM_VERIFY, "--num-verify", help="held-out images every artifact is checked on"),
         calib_method: str = typer.Option("minmax", "--calib-method", help="minmax, entropy or percentile"),
         per_tensor: bool = typer.Option(False, "--per-tensor", help="per-tensor INT8 weights (default per-channel)"),
         io_dtype: str = typer.Option("int8", "--io-dtype", help="INT8 TFLite input/output: int8, uint8, float32"),
@@ -137,8 +139,8 @@ def register(app: typer.Typer) -> None:
         verify_data: Path = typer.Option(None, "--verify-data", help="separate folder of verification images"),
         seed: int = typer.Option(0, "--seed", help="seed of the image draws (and of random weights)"),
         force: bool = typer.Option(False, "--force", help="replace an existing output folder"),
-        tolerance: float = typer.Option(1e-4, "--tolerance", help="FP32: max |logit difference| to PyTorch"),
-        min_agreement: float = typer.Option(0.8, "--min-agreement", help="INT8: min top-1 agreement with PyTorch"),
+        tolerance: float = typer.Option(C.DEFAULT_TOLERANCE, "--tolerance", help="FP32: max |logit difference| to PyTorch"),
+        min_agreement: float = typer.Option(C.DEFAULT_MIN_AGREEMENT, "--min-agreement", help="INT8: min top-1 agreement with PyTorch"),
         threads: int = typer.Option(None, "--threads", help="CPU threads (default: all cores)"),
         no_cache: bool = typer.Option(False, "--no-cache", help="decode images again instead of using the cache"),
         calib_seeds: str = typer.Option(None, "--calib-seeds",
@@ -152,7 +154,7 @@ def register(app: typer.Typer) -> None:
                                            "`ghostedge eval --data` takes, e.g. cifar10)"),
         eval_split: str = typer.Option("val", "--eval-split", help="with --calib-seeds: split of --eval-data"),
         eval_limit: int = typer.Option(None, "--eval-limit", help="with --calib-seeds: class-balanced subset"),
-        opset: int = typer.Option(17, "--opset", help="ONNX opset of the exported graph (17-21)"),
+        opset: int = typer.Option(C.DEFAULT_OPSET, "--opset", help="ONNX opset of the exported graph (17-21)"),
         no_simplify: bool = typer.Option(False, "--no-simplify",
                                          help="keep the exported ONNX graph as torch wrote it (no onnxsim)"),
     ) -> None:

@@ -36,49 +36,17 @@ import numpy as np
 
 from ghostnet_edge.errors import DataError, ExportError, GhostEdgeError, ModelError, require
 from ghostnet_edge.export.artifacts import LABELS, ONNX_FP32, ONNX_INT8, TFLITE_FP32, TFLITE_INT8
+from ghostnet_edge.export.config import (  # noqa: F401 (ExportConfig and the defaults are part of this module's API)
+    DEFAULT_NUM_CALIB,
+    DEFAULT_NUM_VERIFY,
+    DEFAULT_REPORT_IMAGES,
+    FORMATS,
+    ExportConfig,
+)
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "tflite")
-DEFAULT_NUM_CALIB = 256
-DEFAULT_NUM_VERIFY = 32
-DEFAULT_REPORT_IMAGES = 8
 CLASS_INDEX_FILE = "imagenet_class_index.json"
-
-
-@dataclass
-class ExportConfig:
-    """Every option of ``ghostedge export`` (the CLI maps its flags one to one onto these fields)."""
-
-    checkpoint: Path | None = None        # trained weights; None with ``model`` = random init
-    model: str | None = None              # a model name (random weights) or the architecture of a bare state_dict
-    calib: Path | None = None             # folder of calibration images (also the verification pool)
-    out: Path = Path("ghostedge-export")
-    formats: tuple[str, ...] = FORMATS
-    int8: bool = True
-    input_size: int | tuple[int, int] | None = None
-    num_calib: int = DEFAULT_NUM_CALIB
-    num_verify: int = DEFAULT_NUM_VERIFY
-    calib_method: str = "minmax"
-    per_channel: bool = True
-    io_dtype: str = "int8"                # TFLite INT8 model's input/output type
-    act_type: str = "auto"                # ONNX INT8 activations: auto | int8 | uint8
-    max_drop: float | None = None         # with val_data: NNCF accuracy control
-    val_data: Path | None = None          # labelled images for NNCF and accuracy deltas
-    verify_data: Path | None = None       # held-out images; default: drawn from ``calib``
-    seed: int = 0
-    force: bool = False
-    tolerance: float = 1e-4               # FP32 max |logit difference| to PyTorch
-    min_agreement: float = 0.8            # INT8 top-1 agreement with PyTorch
-    report_images: int = DEFAULT_REPORT_IMAGES
-    opset: int = 17
-    simplify: bool = True                 # onnxsim on the exported ONNX graph
-    use_cache: bool = True
-    threads: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 
 
 @dataclass
@@ -371,7 +339,7 @@ def estimate_export_bytes(model: Any, cfg: ExportConfig) -> int:
 
 
 def _with_input_size(spec: Any, size: tuple[int, int] | None) -> Any:
-    from ghostnet_edge.models import check_input_size, get_spec
+    from ghostnet_edge.models import check_input_size
 
     if size is None:
         check_input_size(spec, spec.input_size[1:])
@@ -379,8 +347,11 @@ def _with_input_size(spec: Any, size: tuple[int, int] | None) -> Any:
     check_input_size(spec, size)
     if tuple(size) == tuple(spec.input_size[1:]):
         return spec
-    return get_spec(spec.name, num_classes=spec.num_classes, input_size=(spec.input_size[0], *size),
-                    mean=spec.mean, std=spec.std, interpolation=spec.interpolation)
+    # Only the size changes: every other field the checkpoint set (stem_stride, dropout, mean/std) stays,
+    # and the resize keeps the same crop fraction, as the registry does for a new input size.
+    crop = spec.input_size[1] / spec.resize_size
+    return dataclasses.replace(spec, input_size=(spec.input_size[0], *size),
+                               resize_size=int(round(min(size) / crop)))
 
 
 def export_artifacts(config: ExportConfig) -> ExportReport:

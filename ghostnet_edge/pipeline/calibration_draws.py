@@ -22,7 +22,7 @@ from typing import Any
 
 from ghostnet_edge.errors import DataError, GhostEdgeError
 from ghostnet_edge.export.artifacts import artifact_file
-from ghostnet_edge.report.spread import spread
+from ghostnet_edge.utils.spread import spread
 
 INT8_ARTIFACTS = {"onnx": artifact_file("onnx", "int8"), "tflite": artifact_file("tflite", "int8")}
 FP32_ARTIFACT = artifact_file("onnx", "fp32")

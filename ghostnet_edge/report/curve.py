@@ -45,8 +45,8 @@ from ghostnet_edge.report.points import (
     points_to_csv,
     points_to_markdown,
 )
-from ghostnet_edge.report.spread import spread
 from ghostnet_edge.utils.atomic import atomic_write_json, atomic_write_text, ensure_writable_dir
+from ghostnet_edge.utils.spread import spread
 
 Log = Callable[[str], None]
 

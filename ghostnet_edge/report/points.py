@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import NamedTuple
 
 from ghostnet_edge.export.artifacts import ARTIFACTS
-from ghostnet_edge.report.spread import VERDICT_RULE, PairedDiff, paired_differences
+from ghostnet_edge.utils.spread import VERDICT_RULE, PairedDiff, paired_differences
 
 
 class FormatInfo(NamedTuple):

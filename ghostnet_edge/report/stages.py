@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from ghostnet_edge.errors import CheckpointError, ModelError, TargetError
+from ghostnet_edge.export.config import DEFAULT_NUM_VERIFY
 from ghostnet_edge.report.points import FORMATS
 from ghostnet_edge.utils.atomic import atomic_write_json
 
 CHECKPOINT_NAMES = ("model.pt", "checkpoint.pt", "best.pt", "last.pt", "model.safetensors")
 DONE_MARKER = "DONE.json"
 # Images the export stage holds out of the calibration folder to check every artifact on (its default).
-NUM_VERIFY = 32
+NUM_VERIFY = DEFAULT_NUM_VERIFY
 # The split accuracy is read on: "val" is the held-out split of digits and CIFAR-10's test folder.
 EVAL_SPLIT = "val"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors")

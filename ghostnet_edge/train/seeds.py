@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ghostnet_edge.report.spread import spread
 from ghostnet_edge.train.config import TrainConfig, TrainResult
 from ghostnet_edge.utils.atomic import atomic_write_json, atomic_write_text
+from ghostnet_edge.utils.spread import spread
 
 STD_NOTE = "std is the sample standard deviation over seeds (ddof=1; 0 for a single seed)"
 

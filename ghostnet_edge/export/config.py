@@ -1,0 +1,57 @@
+"""What `ghostedge export` is asked to do: :class:`ExportConfig` and its defaults.
+
+Only the standard library here: the CLI reads the defaults from this module without importing the
+pipeline (numpy, torch, the converters), so `ghostedge --help` stays fast and every default is written
+once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FORMATS = ("onnx", "tflite")
+DEFAULT_NUM_CALIB = 256
+DEFAULT_NUM_VERIFY = 32
+DEFAULT_REPORT_IMAGES = 8
+DEFAULT_TOLERANCE = 1e-4          # FP32: max |logit difference| to PyTorch, relative above |logit| 1
+DEFAULT_MIN_AGREEMENT = 0.8       # INT8: top-1 agreement with PyTorch on the held-out images
+DEFAULT_OUT = Path("ghostedge-export")
+DEFAULT_OPSET = 17                # see export/onnx/config.py for why
+
+
+@dataclass
+class ExportConfig:
+    """Every option of ``ghostedge export`` (the CLI maps its flags one to one onto these fields)."""
+
+    checkpoint: Path | None = None        # trained weights; None with ``model`` = random init
+    model: str | None = None              # a model name (random weights) or the architecture of a bare state_dict
+    calib: Path | None = None             # folder of calibration images (also the verification pool)
+    out: Path = DEFAULT_OUT
+    formats: tuple[str, ...] = FORMATS
+    int8: bool = True
+    input_size: int | tuple[int, int] | None = None
+    num_calib: int = DEFAULT_NUM_CALIB
+    num_verify: int = DEFAULT_NUM_VERIFY
+    calib_method: str = "minmax"
+    per_channel: bool = True
+    io_dtype: str = "int8"                # TFLite INT8 model's input/output type
+    act_type: str = "auto"                # ONNX INT8 activations: auto | int8 | uint8
+    max_drop: float | None = None         # with val_data: NNCF accuracy control
+    val_data: Path | None = None          # labelled images for NNCF and accuracy deltas
+    verify_data: Path | None = None       # held-out images; default: drawn from ``calib``
+    seed: int = 0
+    force: bool = False
+    tolerance: float = DEFAULT_TOLERANCE  # FP32 max |logit difference| to PyTorch
+    min_agreement: float = DEFAULT_MIN_AGREEMENT  # INT8 top-1 agreement with PyTorch
+    report_images: int = DEFAULT_REPORT_IMAGES
+    opset: int = DEFAULT_OPSET
+    simplify: bool = True                 # onnxsim on the exported ONNX graph
+    use_cache: bool = True
+    threads: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
