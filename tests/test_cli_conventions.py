@@ -48,9 +48,8 @@ def test_each_command_has_its_own_default_folder() -> None:
     import inspect
 
     from ghostnet_edge.cli import curve, export
-    from ghostnet_edge.pipeline import quickstart
-
     from ghostnet_edge.export import config
+    from ghostnet_edge.pipeline import quickstart
 
     assert "C.DEFAULT_OUT" in inspect.getsource(export)
     defaults = {"export": str(config.DEFAULT_OUT) == "ghostedge-export",
