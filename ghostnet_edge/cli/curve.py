@@ -132,7 +132,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("quickstart")
     def quickstart(
-        out: Path = typer.Option(Path("ghostedge-curve"), "--out", "-o", help="output folder (re-runs reuse it)"),
+        out: Path = typer.Option(Path("ghostedge-out"), "--out", "-o", help="output folder (re-runs reuse it)"),
         data: str = typer.Option("digits", "--data", help="digits (built in), cifar10, or a folder of class folders"),
         weights: Path = typer.Option(None, "--weights", help="folder of given checkpoints <model>/seed_<s>/"),
         target: list[str] = typer.Option(None, "--target", "-t",
