@@ -40,6 +40,20 @@ def _bench_table(results: list[Any], target: str) -> Any:
     return table
 
 
+def _print_profiles(results: list[Any], top: int) -> None:
+    """The per-operator profile tables of every result that has one."""
+    from ghostnet_edge.runtime.profile import render
+
+    console = _console()
+    for r in results:
+        if r.profile is None:
+            continue
+        runtime = " ".join(str(x) for x in (r.runtime, r.delegate, f"{r.threads}t") if x)
+        where = f" on {r.profile.get('cpu_model')}" if r.profile.get("cpu_model") else ""
+        for item in render(r.profile, f"{Path(r.artifact).name} ({r.precision}, {runtime}){where}", top):
+            console.print(item)
+
+
 def _console() -> Any:
     """stdout console; piped or captured output gets a wide table instead of an 80-column one."""
     from rich.console import Console
@@ -75,6 +89,13 @@ def register(app: typer.Typer) -> None:
                                                    help="adb: TFLite's benchmark_model binary for the phone."),
         seed: int = typer.Option(0, "--seed", help="Seed of the random input images."),
         json_out: Path | None = typer.Option(None, "--json", help="Write the results here (the curve reads it)."),
+        profile: bool = typer.Option(False, "--profile",
+                                     help="Also profile per operator: time per TFLite/XNNPACK/ONNX node (host, ssh), "
+                                          "guest instructions per symbol and kernel family (qemu-aarch64)."),
+        profile_json: Path | None = typer.Option(None, "--profile-json",
+                                                 help="Write the per-operator profiles here (implies --profile)."),
+        profile_top: int = typer.Option(15, "--profile-top", help="Rows of each profile table."),
+        profile_runs: int = typer.Option(20, "--profile-runs", help="Inferences in the profiled pass (host, ssh)."),
     ) -> None:
         """Latency of each artifact at batch 1: p50/p90/p99, mean, std, CV, first inference, load, memory."""
         from rich.console import Console
@@ -85,13 +106,21 @@ def register(app: typer.Typer) -> None:
         config = BenchConfig(threads=threads, warmup=warmup, min_runs=min_runs, min_seconds=min_seconds,
                              max_seconds=max_seconds, cv_threshold=cv_threshold, remeasure=remeasure,
                              xnnpack=not no_xnnpack, runtime=runtime, seed=seed, benchmark_model=benchmark_model,
-                             reference=reference)
+                             reference=reference, profile=profile or profile_json is not None,
+                             profile_runs=profile_runs)
         err = Console(stderr=True)
         results = bench(artifacts, target, config, log=lambda m: err.print(m, markup=False, highlight=False))
         _console().print(_bench_table(results, results[0].target if results else target))
+        if config.profile:
+            _print_profiles(results, profile_top)
         if json_out is not None:
             atomic_write_json(json_out, results_document(results, target, config))
             err.print(f"wrote {json_out}", markup=False, highlight=False)
+        if profile_json is not None:
+            from ghostnet_edge.runtime.profile import write_profile_json
+
+            write_profile_json(profile_json, results, results[0].target if results else target, config)
+            err.print(f"wrote {profile_json}", markup=False, highlight=False)
         bad = [r for r in results if r.status != "ok"]
         for r in bad:
             err.print(f"{r.status}: {Path(r.artifact).name}: {r.error}", markup=False, highlight=False)

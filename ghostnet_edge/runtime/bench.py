@@ -16,14 +16,19 @@ one BenchResult::
      "target", "runtime", "runtime_version", "delegate", "threads", "cpu", "input_shape",
      "size_bytes", "latency_ms": {"p50","p90","p99","mean","std","cv","n","min","max"} | null,
      "first_inference_ms", "load_ms", "peak_rss_mb", "noisy", "remeasured", "attempt_cvs",
-     "instructions": null | {...}, "parity": null | {...}, "status": "ok|partial|failed", "error"}
+     "instructions": null | {...}, "parity": null | {...}, "profile": null | {...},
+     "status": "ok|partial|failed", "error"}
+
+``profile`` (``--profile``) is the per-operator profile of :mod:`ghostnet_edge.runtime.profile`:
+time per node on the host and on boards, guest instructions per symbol on qemu-aarch64. It is taken
+once per artifact (on the first attempt; a re-measurement for noise does not profile again).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +56,8 @@ class BenchConfig:
     benchmark_model: str | None = None    # adb: path of TFLite's benchmark_model binary for the phone
     reference: str | None = None          # checkpoint or model name: compare outputs (parity)
     parity_samples: int = 4
+    profile: bool = False                 # per-operator profile (time per node; qemu: instructions per symbol)
+    profile_runs: int = 20                # inferences in the profiled pass (host, boards)
 
     def validate(self) -> BenchConfig:
         if self.threads < 1:
@@ -67,6 +74,8 @@ class BenchConfig:
             raise GhostEdgeError(f"--cv-threshold must be > 0 (got {self.cv_threshold})", "e.g. --cv-threshold 0.05")
         if self.remeasure < 0:
             raise GhostEdgeError(f"--remeasure must be >= 0 (got {self.remeasure})", "e.g. --remeasure 2")
+        if self.profile_runs < 1:
+            raise GhostEdgeError(f"--profile-runs must be >= 1 (got {self.profile_runs})", "e.g. --profile-runs 20")
         if self.runtime not in RUNTIME_CHOICES:
             raise GhostEdgeError(f"unknown runtime {self.runtime!r}", f"choose from: {', '.join(RUNTIME_CHOICES)}")
         return self
@@ -100,11 +109,15 @@ class BenchResult:
     attempt_cvs: list[float] = field(default_factory=list)
     instructions: dict[str, Any] | None = None
     parity: dict[str, Any] | None = None
+    profile: dict[str, Any] | None = None
     status: str = "ok"
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["profile"] is None:  # only results measured with --profile carry the key
+            del d["profile"]
+        return d
 
 
 def result_from_record(artifact: Any, target: str, rec: dict[str, Any]) -> BenchResult:
@@ -121,8 +134,16 @@ def result_from_record(artifact: Any, target: str, rec: dict[str, Any]) -> Bench
         cpu=rec.get("cpu"), input_shape=rec.get("input_shape"), size_bytes=artifact.size_bytes,
         latency_ms=latency, first_inference_ms=rec.get("first_inference_ms"), load_ms=rec.get("load_ms"),
         peak_rss_mb=rec.get("peak_rss_mb"), instructions=rec.get("instructions"),
-        status=status, error=rec.get("error"),
+        profile=_profile_of(rec), status=status, error=rec.get("error"),
     )
+
+
+def _profile_of(rec: dict[str, Any]) -> dict[str, Any] | None:
+    if rec.get("profile") is None:
+        return None
+    from ghostnet_edge.runtime.profile import summarize
+
+    return summarize(rec["profile"])
 
 
 def parity_report(outputs: Any, reference: Any) -> dict[str, Any]:
@@ -154,11 +175,16 @@ def measure_artifact(session: Any, artifact: Any, target_name: str, config: Benc
     """Measure once, re-measure while noisy, keep the steadiest attempt."""
     attempts: list[BenchResult] = []
     records: list[dict[str, Any]] = []
+    profile = None
     for attempt in range(config.remeasure + 1):
-        rec = session.measure(artifact, config, inputs=inputs if attempt == 0 else None, on_progress=progress)
+        # The per-operator profile is taken once, with the first attempt.
+        cfg = config if attempt == 0 or not getattr(config, "profile", False) else replace(config, profile=False)
+        rec = session.measure(artifact, cfg, inputs=inputs if attempt == 0 else None, on_progress=progress)
         res = result_from_record(artifact, target_name, rec)
         records.append(rec)
         attempts.append(res)
+        if attempt == 0:
+            profile = res.profile
         if res.status != "ok" or not stats.is_noisy(res.latency_ms, config.cv_threshold):
             break
         if log and attempt < config.remeasure:
@@ -168,6 +194,9 @@ def measure_artifact(session: Any, artifact: Any, target_name: str, config: Benc
     complete = [i for i, a in enumerate(attempts) if a.status == "ok" and a.latency_ms is not None]
     best = complete[stats.steadiest([attempts[i].latency_ms for i in complete])] if complete else len(attempts) - 1
     result = attempts[best]
+    if profile is None and getattr(config, "profile", False) and attempts[0].status == "ok":
+        profile = {"error": f"target {target_name} returned no per-operator profile for this runtime"}
+    result.profile = profile
     result.remeasured = len(attempts) - 1
     result.attempt_cvs = [round(float(a.latency_ms["cv"]), 5) for a in attempts
                           if a.latency_ms is not None and a.latency_ms.get("cv") is not None]

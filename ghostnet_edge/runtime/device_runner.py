@@ -10,7 +10,7 @@ companion is ``tflite_check.py`` (standard library only), which must sit in the 
     python3 device_runner.py --model PATH [--runtime auto|litert|tflite-runtime|onnxruntime]
         [--threads 1] [--no-xnnpack] [--warmup 10] [--min-runs 50] [--min-seconds 2.0]
         [--max-seconds 60] [--inputs X.npy] [--save-outputs Y.npy] [--seed 0] [--markers]
-        [--json OUT]
+        [--profile [--profile-runs 20]] [--json OUT]
     python3 device_runner.py --probe        # what this machine has (python, numpy, interpreters)
 
 Protocol (the host side lives in ghostnet_edge/runtime/protocol.py):
@@ -456,6 +456,43 @@ def load_model(path: str, runtime: str = "auto", threads: int = 1, xnnpack: bool
     return TFLiteModel(path, rt, threads, xnnpack)
 
 
+# ---------------------------------------------------------------------------------------- profile
+
+PROFILE_RUNS = 20
+PROFILE_WARMUP = 3
+
+
+def _op_profile():
+    """``op_profile.py``, the per-operator profiler that ships beside this file (loaded only for --profile)."""
+    if __package__:  # imported as ghostnet_edge.runtime.device_runner
+        from . import op_profile
+
+        return op_profile
+    mod = sys.modules.get("ghostedge_op_profile")
+    if mod is None:
+        here = os.path.dirname(os.path.abspath(__file__))
+        path = os.path.join(here, "op_profile.py")
+        if not os.path.isfile(path):
+            return None
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("ghostedge_op_profile", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        sys.modules["ghostedge_op_profile"] = mod
+    return mod
+
+
+def profile_ops(args: argparse.Namespace, model: Model, native) -> dict:
+    """``--profile``: after the timed loop, a separate profiled pass (see op_profile.py); its result, or
+    an ``error`` entry saying why there is none, so the timing result is never lost to it."""
+    mod = _op_profile()
+    if mod is None:
+        return {"error": "op_profile.py is missing next to device_runner.py", "runtime": model.runtime}
+    return mod.profile(args.model, model.runtime, args.threads, not args.no_xnnpack, native,
+                       max(1, args.profile_runs), PROFILE_WARMUP)
+
+
 # ----------------------------------------------------------------------------------------- timing
 
 
@@ -560,6 +597,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--save-outputs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--markers", action="store_true")
+    p.add_argument("--profile", action="store_true", help="also a per-operator profile (a separate pass)")
+    p.add_argument("--profile-runs", type=int, default=PROFILE_RUNS)
     p.add_argument("--json")
     p.add_argument("--probe", action="store_true")
     args = p.parse_args(argv)
@@ -661,7 +700,10 @@ def measure(args: argparse.Namespace, progress: Progress, loader=None) -> dict:
     if args.markers:
         result["markers"] = {"start_fd": MARKER_START_FD, "end_fd": MARKER_END_FD,
                              "runs_between": timing["marker_runs"]}
-    result["peak_rss_mb"] = peak_rss_mb()
+    result["peak_rss_mb"] = peak_rss_mb()  # before profiling: the profiled pass loads the model again
+    if args.profile:
+        result["profile"] = (profile_ops(args, model, native[: max(1, model.input_shape[0])])
+                             if result["status"] == "ok" else {"error": "the timed run did not finish"})
     return result
 
 

@@ -34,8 +34,12 @@ ProgressFn = Callable[[int], None]
 
 
 def runner_args(model: str, config: BenchConfig, *, inputs: str | None = None, save_outputs: str | None = None,
-                markers: bool = False, json_out: str | None = None) -> list[str]:
-    """The device runner's flags (after the script path) for one model and one config."""
+                markers: bool = False, json_out: str | None = None, profile: bool | None = None) -> list[str]:
+    """The device runner's flags (after the script path) for one model and one config.
+
+    ``profile`` (default: ``config.profile``) adds the runner's per-operator profile pass; the qemu
+    target passes False (it profiles with the instruction-count plugin instead).
+    """
     args = ["--model", model, "--runtime", config.runtime, "--threads", str(config.threads),
             "--warmup", str(config.warmup), "--min-runs", str(config.min_runs),
             "--min-seconds", repr(float(config.min_seconds)), "--max-seconds", repr(float(config.max_seconds)),
@@ -48,6 +52,8 @@ def runner_args(model: str, config: BenchConfig, *, inputs: str | None = None, s
         args += ["--save-outputs", save_outputs]
     if markers:
         args.append("--markers")
+    if getattr(config, "profile", False) if profile is None else profile:
+        args += ["--profile", "--profile-runs", str(int(getattr(config, "profile_runs", 20)))]
     if json_out:
         args += ["--json", json_out]
     return args

@@ -342,20 +342,26 @@ def build_plugin(cc: str, out: Path) -> None:
 
 
 def check_plugin(root: Path, qemu: str, plugin: Path) -> dict[str, Any]:
-    """Run a marker script under the plugin; the counts must be there and the markers paired."""
+    """Run a marker script under the plugin; the counts must be there, the markers paired, and the
+    per-TB counts (``tbs=``, what ``--profile`` uses) must add up to the marked count exactly."""
     with tempfile.TemporaryDirectory(prefix="ghostedge-plugin-") as tmp:
-        out = Path(tmp) / "counts.json"
-        _run([qemu, "-cpu", sr.DEFAULT_CPU, "-L", str(root), "-plugin", f"{plugin},out={out}",
+        out, tbs = Path(tmp) / "counts.json", Path(tmp) / "tbs.txt"
+        _run([qemu, "-cpu", sr.DEFAULT_CPU, "-L", str(root), "-plugin", f"{plugin},out={out},tbs={tbs}",
               str(root / sr.GUEST_PYTHON), "-c", MARKER_SCRIPT], "running the qemu plugin", env=guest_env(),
              timeout=300)
         try:
             counts = json.loads(out.read_text())
+            tb_lines = [ln.split() for ln in tbs.read_text().splitlines() if ln and not ln.startswith("#")]
         except (OSError, ValueError) as exc:
             raise TargetError(f"the qemu plugin wrote no counts ({exc})",
                               "this qemu-aarch64 may lack plugin support (--enable-plugins); use Debian's qemu-user 7.2"
                               ) from exc
     if counts.get("marker_pairs") != 1 or not counts.get("marked_insns"):
         raise TargetError(f"the qemu plugin did not see the markers: {counts}", "report this")
+    tb_sum = sum(int(parts[2]) for parts in tb_lines)
+    if tb_sum != counts["marked_insns"] or counts.get("tb_marked_insns") != counts["marked_insns"]:
+        raise TargetError(f"the qemu plugin's per-TB counts ({tb_sum}) do not add up to its marked count "
+                          f"({counts['marked_insns']})", "report this")
     return counts
 
 

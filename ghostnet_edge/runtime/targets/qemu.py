@@ -14,6 +14,10 @@ What it reports, per artifact:
 - ``parity`` (with :meth:`QemuTarget.run`): the outputs against a host run of the same artifact on the
   same inputs: int8 must match exactly, fp32 within float rounding.
 
+With ``--profile`` (``config.profile``), also ``profile``: guest instructions per symbol and per
+kernel family for the marked region (the plugin's per-TB counts, named on the host by
+:mod:`ghostnet_edge.runtime.qemu.symbols`); the rows add up to ``per_inference`` exactly.
+
 What it never reports: latency. Emulated wall time measures QEMU, not an ARM core (FP32 runs ~350x
 slower than native, INT8 ~115x, and XNNPACK on/off take the same emulated time), so ``latency_ms`` is
 always null; the emulated wall time is kept only as ``instructions["emulated_wall_s"]``.
@@ -75,11 +79,18 @@ def parse_spec(spec: str) -> str:
     return sr.check_cpu(cpu)
 
 
-def guest_command(status: sr.SysrootStatus, cpu: str, counts_path: Path | str, runner_args: list[str]) -> list[str]:
-    """``qemu-aarch64 -cpu CPU -L ROOT -plugin ...,out=COUNTS ROOT/usr/bin/python3.11 guest_main.py ...``."""
+def guest_command(status: sr.SysrootStatus, cpu: str, counts_path: Path | str, runner_args: list[str],
+                  tbs_path: Path | str | None = None, maps_path: Path | str | None = None) -> list[str]:
+    """``qemu-aarch64 -cpu CPU -L ROOT -plugin ...,out=COUNTS ROOT/usr/bin/python3.11 guest_main.py ...``.
+
+    With ``tbs_path`` and ``maps_path`` (``--profile``), the plugin also writes its per-TB counts and
+    the guest its memory map, which :mod:`ghostnet_edge.runtime.qemu.symbols` turns into symbols.
+    """
     root = status.cpu_root(cpu)
-    return [str(status.qemu), "-cpu", cpu, "-L", str(root), "-plugin", f"{status.plugin},out={counts_path}",
-            str(root / sr.GUEST_PYTHON), str(GUEST_MAIN), str(protocol.RUNNER_PATH.parent), *runner_args]
+    plugin = f"{status.plugin},out={counts_path}" + (f",tbs={tbs_path}" if tbs_path else "")
+    maps = ["--maps-out", str(maps_path)] if maps_path else []
+    return [str(status.qemu), "-cpu", cpu, "-L", str(root), "-plugin", plugin,
+            str(root / sr.GUEST_PYTHON), str(GUEST_MAIN), str(protocol.RUNNER_PATH.parent), *maps, *runner_args]
 
 
 def instructions_from_counts(counts: dict[str, Any], runs: int, cpu: str) -> dict[str, Any]:
@@ -190,16 +201,38 @@ class QemuSession(Session):
                 in_path, out_path = os.path.join(tmp, "inputs.npy"), os.path.join(tmp, "outputs.npy")
                 np.save(in_path, np.asarray(inputs, dtype=np.float32))
             args = protocol.runner_args(str(Path(artifact.path).resolve()), cfg, inputs=in_path,
-                                        save_outputs=out_path, markers=True)
-            argv = guest_command(self.status, cpu, counts_path, args)
+                                        save_outputs=out_path, markers=True, profile=False)
+            profile = bool(getattr(config, "profile", False))
+            tbs_path = Path(tmp) / "tbs.txt" if profile else None
+            maps_path = Path(tmp) / "maps.txt" if profile else None
+            argv = guest_command(self.status, cpu, counts_path, args, tbs_path, maps_path)
             done = protocol.run_streaming(argv, timeout=self.target.timeout_s, env=qbuild.guest_env(), cwd=tmp)
             rec = protocol.parse_runner_output(done)
             rec = self._finish(rec, counts_path, done.seconds)
+            if profile and rec.get("status") == "ok" and rec.get("instructions"):
+                rec["profile"] = self._symbol_profile(rec["instructions"], tbs_path, maps_path)
             if out_path and os.path.exists(out_path) and rec.get("status") == "ok":
                 import numpy as np
 
                 rec["outputs"] = np.load(out_path)
         return rec
+
+    def _symbol_profile(self, instr: dict[str, Any], tbs_path: Path | None, maps_path: Path | None) -> dict[str, Any]:
+        """Guest instructions per symbol for the marked region (per inference), or an ``error``."""
+        from ghostnet_edge.runtime.qemu import symbols
+
+        try:
+            tbs = symbols.read_tbs(tbs_path) if tbs_path else []
+            maps_text = maps_path.read_text() if maps_path else ""
+        except OSError as exc:
+            return {"error": f"the plugin or the guest left no per-address data ({exc})"}
+        prof = symbols.symbol_profile(tbs, maps_text, int(instr["runs"]), int(instr["marked_total"]),
+                                      root=self.status.cpu_root(self.target.cpu))
+        prof["reference"] = {"name": "plugin's whole-inference count (marked region / runs)",
+                             "value": instr["per_inference"]}
+        prof["coverage"] = prof["total"] / instr["per_inference"] if instr["per_inference"] else None
+        prof["cpu_model"] = self.target.cpu
+        return prof
 
     def _finish(self, rec: dict[str, Any], counts_path: Path, seconds: float) -> dict[str, Any]:
         """Attach instruction counts; move emulated times out of the latency fields."""

@@ -48,6 +48,9 @@ RUNNER_NAME = "device_runner.py"
 # The runner verifies every .tflite with this stdlib-only module, imported from the runner's folder.
 VERIFIER_NAME = "tflite_check.py"
 VERIFIER_PATH = protocol.RUNNER_PATH.with_name(VERIFIER_NAME)
+# The runner's per-operator profiler (--profile), copied only when a profile is asked for.
+PROFILER_NAME = "op_profile.py"
+PROFILER_PATH = protocol.RUNNER_PATH.with_name(PROFILER_NAME)
 SETUP_ALLOWANCE_S = 600.0   # a Raspberry Pi imports NumPy + an interpreter and loads a model slowly
 COMMAND_TIMEOUT_S = 120.0
 INTERPRETERS = {"tflite": ("litert", "tflite-runtime"), "onnx": ("onnxruntime",)}
@@ -200,8 +203,10 @@ class SshSession(Session):
         return done.returncode == 0
 
     # ---- set-up ------------------------------------------------------------------------------------
-    def install_runner(self) -> None:
+    def install_runner(self, profile: bool = False) -> None:
         self.copy(VERIFIER_PATH, VERIFIER_NAME)
+        if profile:
+            self.copy(PROFILER_PATH, PROFILER_NAME)
         self.copy(protocol.RUNNER_PATH, RUNNER_NAME)
 
     def probe(self) -> dict[str, Any]:
@@ -382,7 +387,7 @@ class SshTarget(Target):
             remote_dir = self.make_remote_dir()
             sess = SshSession(self, remote_dir)
             try:
-                sess.install_runner()
+                sess.install_runner(profile=bool(getattr(config, "profile", False)))
                 sess.probe()
                 yield sess
             finally:

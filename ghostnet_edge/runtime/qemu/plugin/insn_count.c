@@ -36,9 +36,26 @@
  * Output: at exit, one JSON object is written (to a temporary name, then renamed) to the file given
  * by the plugin argument out=PATH:
  *   {"marked_insns":N,"simd_fp":N,"load_store":N,"other":N,"marker_pairs":N,"total_insns":N,
- *    "unpaired_markers":N,"vcpus":N}
+ *    "unpaired_markers":N,"vcpus":N,"tb_entries":N,"tb_marked_insns":N}
  * where simd_fp + load_store + other == marked_insns (the classes of the marked region) and
  * total_insns counts the whole process.
+ *
+ * Per-code-address counts (plugin argument tbs=PATH, optional): every distinct translation block
+ * (keyed by guest start address and length) gets its own counter, bumped by one more inline add of
+ * the TB's instruction count, so the cost stays a few host adds per executed TB and no callback. The
+ * begin/end markers snapshot and accumulate these counters exactly like the class counters (a walk
+ * over the TB table at each marker), so the per-TB marked counts sum to marked_insns exactly
+ * (tb_marked_insns repeats that sum as a check). At exit the TBs with a non-zero marked count are
+ * written, one per line, to PATH (temporary name, then rename):
+ *   # insn_count tbs v1: vaddr_hex n_insns marked_insns qemu_symbol
+ *   4000a01230 12 8812345 -
+ * qemu_symbol is qemu_plugin_insn_symbol() of the TB's first instruction, or "-". Under user-mode
+ * emulation QEMU only knows the symbols of the ELF images its own loader mapped (and only when its
+ * log is on), so code in shared libraries that the guest's ld.so maps comes back as "-": the host
+ * side resolves every address itself, from the guest's /proc/self/maps and the libraries' ELF symbol
+ * tables (ghostnet_edge/runtime/qemu/symbols.py). A TB is attributed whole to the function of its
+ * first instruction; TBs end at every branch, so a TB spans two functions only when code falls
+ * through from one symbol into the next, which compiled kernels do not do.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +80,79 @@ static uint64_t unpaired_markers;
 static int in_marked_region;
 static unsigned int n_vcpus;
 static char *out_path;
+static char *tbs_path;
+
+/* One translation block (guest start address + length). Entries never move: inline ops point at
+ * their count. Translation runs under QEMU's TB lock, so the table needs no lock of its own. */
+typedef struct TbEntry {
+    uint64_t vaddr;
+    uint64_t count;  /* instructions executed in this TB, whole process (inline add) */
+    uint64_t begin;  /* count at the last begin marker */
+    uint64_t marked; /* instructions executed in this TB inside marked regions */
+    uint32_t n_insns;
+    char *symbol;    /* qemu_plugin_insn_symbol() of the first instruction, or NULL */
+} TbEntry;
+
+static TbEntry **tb_table;   /* open addressing, power-of-two capacity, load <= 1/2 */
+static size_t tb_capacity;
+static size_t tb_count;
+static int tb_alloc_failed;
+
+static size_t tb_slot(uint64_t vaddr, uint32_t n)
+{
+    uint64_t h = (vaddr ^ ((uint64_t)n << 47)) * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 17) & (tb_capacity - 1);
+}
+
+static int tb_grow(void)
+{
+    size_t old_cap = tb_capacity;
+    TbEntry **old = tb_table;
+    size_t cap = old_cap ? old_cap * 2 : 1u << 16;
+    TbEntry **table = calloc(cap, sizeof(*table));
+    if (!table) {
+        return -1;
+    }
+    tb_table = table;
+    tb_capacity = cap;
+    for (size_t i = 0; i < old_cap; i++) {
+        if (old[i]) {
+            size_t j = tb_slot(old[i]->vaddr, old[i]->n_insns);
+            while (tb_table[j]) {
+                j = (j + 1) & (cap - 1);
+            }
+            tb_table[j] = old[i];
+        }
+    }
+    free(old);
+    return 0;
+}
+
+/* The entry of (vaddr, n), created on first sight; NULL when memory ran out. */
+static TbEntry *tb_lookup(uint64_t vaddr, uint32_t n, struct qemu_plugin_insn *first)
+{
+    if ((tb_count + 1) * 2 > tb_capacity && tb_grow() != 0) {
+        return NULL;
+    }
+    size_t j = tb_slot(vaddr, n);
+    while (tb_table[j]) {
+        if (tb_table[j]->vaddr == vaddr && tb_table[j]->n_insns == n) {
+            return tb_table[j];
+        }
+        j = (j + 1) & (tb_capacity - 1);
+    }
+    TbEntry *e = calloc(1, sizeof(*e));
+    if (!e) {
+        return NULL;
+    }
+    e->vaddr = vaddr;
+    e->n_insns = n;
+    const char *sym = first ? qemu_plugin_insn_symbol(first) : NULL;
+    e->symbol = sym && *sym ? strdup(sym) : NULL;
+    tb_table[j] = e;
+    tb_count++;
+    return e;
+}
 
 /* Classify one AArch64 instruction word by op0 = bits[28:25]. */
 static int classify(uint32_t insn)
@@ -95,6 +185,14 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
                                                      per_class[c]);
         }
     }
+    if (tbs_path && n) {
+        TbEntry *e = tb_lookup(qemu_plugin_tb_vaddr(tb), (uint32_t)n, qemu_plugin_tb_get_insn(tb, 0));
+        if (e) {
+            qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &e->count, n);
+        } else {
+            tb_alloc_failed = 1; /* reported: the per-TB sum then falls short of marked_insns */
+        }
+    }
 }
 
 static void on_syscall(qemu_plugin_id_t id, unsigned int vcpu_index, int64_t num, uint64_t a1,
@@ -109,6 +207,11 @@ static void on_syscall(qemu_plugin_id_t id, unsigned int vcpu_index, int64_t num
             unpaired_markers++; /* a begin without end: restart the region */
         }
         memcpy(begin_snapshot, counts, sizeof(counts));
+        for (size_t i = 0; i < tb_capacity; i++) {
+            if (tb_table[i]) {
+                tb_table[i]->begin = tb_table[i]->count;
+            }
+        }
         in_marked_region = 1;
     } else if (a1 == MARK_END) {
         if (!in_marked_region) {
@@ -117,6 +220,12 @@ static void on_syscall(qemu_plugin_id_t id, unsigned int vcpu_index, int64_t num
         }
         for (int c = 0; c < N_CLASSES; c++) {
             marked[c] += counts[c] - begin_snapshot[c];
+        }
+        /* A TB first translated inside the region has begin == 0, which is right: it started at 0. */
+        for (size_t i = 0; i < tb_capacity; i++) {
+            if (tb_table[i]) {
+                tb_table[i]->marked += tb_table[i]->count - tb_table[i]->begin;
+            }
         }
         marker_pairs++;
         in_marked_region = 0;
@@ -128,44 +237,83 @@ static void vcpu_init(qemu_plugin_id_t id, unsigned int vcpu_index)
     __atomic_fetch_add(&n_vcpus, 1, __ATOMIC_SEQ_CST);
 }
 
-static void at_exit(qemu_plugin_id_t id, void *userdata)
+/* Write through a temporary name and rename, so a reader never sees half a file. */
+typedef int (*writer_fn)(FILE *fh, void *ctx);
+
+static void write_atomically(const char *path, writer_fn write, void *ctx)
 {
-    char json[512];
-    uint64_t marked_total = marked[0] + marked[1] + marked[2];
-    uint64_t total = counts[0] + counts[1] + counts[2];
-    if (in_marked_region) {
-        unpaired_markers++;
-    }
-    snprintf(json, sizeof(json),
-             "{\"marked_insns\":%" PRIu64 ",\"simd_fp\":%" PRIu64 ",\"load_store\":%" PRIu64
-             ",\"other\":%" PRIu64 ",\"marker_pairs\":%" PRIu64 ",\"total_insns\":%" PRIu64
-             ",\"unpaired_markers\":%" PRIu64 ",\"vcpus\":%u}\n",
-             marked_total, marked[CLASS_SIMD_FP], marked[CLASS_LOAD_STORE], marked[CLASS_OTHER],
-             marker_pairs, total, unpaired_markers, n_vcpus);
-    if (!out_path) {
-        qemu_plugin_outs(json);
-        return;
-    }
-    /* Write to a temporary name and rename, so a reader never sees half a file. */
-    size_t len = strlen(out_path) + 32;
+    size_t len = strlen(path) + 32;
     char *tmp = malloc(len);
     if (!tmp) {
         return;
     }
-    snprintf(tmp, len, "%s.tmp.%ld", out_path, (long)getpid());
+    snprintf(tmp, len, "%s.tmp.%ld", path, (long)getpid());
     FILE *fh = fopen(tmp, "w");
     if (!fh) {
         fprintf(stderr, "insn_count: cannot write %s\n", tmp);
         free(tmp);
         return;
     }
-    int ok = fputs(json, fh) >= 0;
+    int ok = write(fh, ctx) == 0;
     ok = (fclose(fh) == 0) && ok;
-    if (!ok || rename(tmp, out_path) != 0) {
-        fprintf(stderr, "insn_count: cannot write %s\n", out_path);
+    if (!ok || rename(tmp, path) != 0) {
+        fprintf(stderr, "insn_count: cannot write %s\n", path);
         unlink(tmp);
     }
     free(tmp);
+}
+
+static int write_string(FILE *fh, void *ctx)
+{
+    return fputs((const char *)ctx, fh) >= 0 ? 0 : -1;
+}
+
+static int write_tbs(FILE *fh, void *ctx)
+{
+    if (fputs("# insn_count tbs v1: vaddr_hex n_insns marked_insns qemu_symbol\n", fh) < 0) {
+        return -1;
+    }
+    for (size_t i = 0; i < tb_capacity; i++) {
+        TbEntry *e = tb_table[i];
+        if (e && e->marked) {
+            if (fprintf(fh, "%" PRIx64 " %u %" PRIu64 " %s\n", e->vaddr, e->n_insns, e->marked,
+                        e->symbol ? e->symbol : "-") < 0) {
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+static void at_exit(qemu_plugin_id_t id, void *userdata)
+{
+    char json[640];
+    uint64_t marked_total = marked[0] + marked[1] + marked[2];
+    uint64_t total = counts[0] + counts[1] + counts[2];
+    uint64_t tb_marked = 0;
+    for (size_t i = 0; i < tb_capacity; i++) {
+        if (tb_table[i]) {
+            tb_marked += tb_table[i]->marked;
+        }
+    }
+    if (in_marked_region) {
+        unpaired_markers++;
+    }
+    snprintf(json, sizeof(json),
+             "{\"marked_insns\":%" PRIu64 ",\"simd_fp\":%" PRIu64 ",\"load_store\":%" PRIu64
+             ",\"other\":%" PRIu64 ",\"marker_pairs\":%" PRIu64 ",\"total_insns\":%" PRIu64
+             ",\"unpaired_markers\":%" PRIu64 ",\"vcpus\":%u,\"tb_entries\":%zu,\"tb_marked_insns\":%" PRIu64
+             ",\"tb_alloc_failed\":%d}\n",
+             marked_total, marked[CLASS_SIMD_FP], marked[CLASS_LOAD_STORE], marked[CLASS_OTHER],
+             marker_pairs, total, unpaired_markers, n_vcpus, tb_count, tb_marked, tb_alloc_failed);
+    if (tbs_path) {
+        write_atomically(tbs_path, write_tbs, NULL);
+    }
+    if (!out_path) {
+        qemu_plugin_outs(json);
+        return;
+    }
+    write_atomically(out_path, write_string, json);
 }
 
 QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc,
@@ -178,8 +326,10 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
     for (int i = 0; i < argc; i++) {
         if (strncmp(argv[i], "out=", 4) == 0 && argv[i][4]) {
             out_path = strdup(argv[i] + 4);
+        } else if (strncmp(argv[i], "tbs=", 4) == 0 && argv[i][4]) {
+            tbs_path = strdup(argv[i] + 4);
         } else {
-            fprintf(stderr, "insn_count: unknown argument '%s' (expected out=PATH)\n", argv[i]);
+            fprintf(stderr, "insn_count: unknown argument '%s' (expected out=PATH or tbs=PATH)\n", argv[i]);
             return -1;
         }
     }
