@@ -267,6 +267,16 @@ def _load(cfg: ExportConfig, warnings: list[str]) -> tuple[Any, Any, dict[str, A
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(cfg.seed))
         model, spec, meta = load_model(cfg.model)
+    from ghostnet_edge.models.reparam import has_branches, reparameterize
+
+    if has_branches(model):
+        # Random weights have nothing to keep, so the deployed form is exported directly. With default
+        # BatchNorm statistics an untrained GhostNetV3's summed branches make activations grow by orders
+        # of magnitude per block (logits ~1e8), and no runtime agrees with another on such numbers: the
+        # statistics are first estimated on seeded noise, as a training step would, so the network is
+        # numerically sane and its checks mean what they say.
+        _estimate_bn_statistics(model, spec.input_size, int(cfg.seed))
+        model = reparameterize(model)
     warnings.append(f"{spec.name} has random weights (no checkpoint given): the export pipeline is exercised, "
                     "but its accuracy and INT8 agreement mean nothing")
     return model, spec, meta, False
@@ -336,6 +346,25 @@ def estimate_export_bytes(model: Any, cfg: ExportConfig) -> int:
     if cfg.int8:
         per_byte += 0.25 * len(cfg.formats) + (1.0 if "onnx" in cfg.formats else 0.0)
     return int(weight_bytes * per_byte) + 4 * 2**20
+
+
+def _estimate_bn_statistics(model: Any, input_size: tuple[int, ...], seed: int, batches: int = 4) -> None:
+    """Set every BatchNorm's running mean/var from a few seeded noise batches (cumulative average)."""
+    import torch
+
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None   # cumulative moving average over the batches below
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            model(torch.randn(8, *input_size, generator=gen))
+    for bn, momentum in zip(bns, saved, strict=True):
+        bn.momentum = momentum
+    model.eval()
 
 
 def _with_input_size(spec: Any, size: tuple[int, int] | None) -> Any:
