@@ -57,3 +57,28 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = Path(os.environ.get("GHOSTEDGE_CACHE", Path.home() / ".cache" / "ghostedge"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.fixture
+def private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A calibration-tensor cache of this test session only (``GHOSTEDGE_CACHE``), not the user's."""
+    path = tmp_path_factory.getbasetemp() / "ghostedge-cache"
+    monkeypatch.setenv("GHOSTEDGE_CACHE", str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def cifar_images(cifar_tar: Path, tmp_path_factory: pytest.TempPathFactory):
+    """``cifar_images(per_class, split)``: a folder of real CIFAR-10 JPEGs in class sub-folders (made once)."""
+    from ghostnet_edge.calib.sampler import extract_tar_images
+
+    made: dict[tuple[int, str], Path] = {}
+
+    def make(per_class: int, split: str = "test") -> Path:
+        if (per_class, split) not in made:
+            root = tmp_path_factory.mktemp(f"cifar-{split}-{per_class}") / "images"
+            assert extract_tar_images(cifar_tar, root, per_class=per_class, split=split) == 10 * per_class
+            made[per_class, split] = root
+        return made[per_class, split]
+
+    return make

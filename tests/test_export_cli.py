@@ -28,8 +28,8 @@ def photos(imagenet_samples: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture(autouse=True)
-def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GHOSTEDGE_CACHE", str(tmp_path_factory.getbasetemp() / "ghostedge-cache"))
+def _private_cache(private_cache: Path) -> None:
+    """Every test here uses a cache of its own session (see conftest)."""
 
 
 def test_export_prints_the_summary_table(photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

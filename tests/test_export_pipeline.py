@@ -53,8 +53,8 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GHOSTEDGE_CACHE", str(tmp_path_factory.getbasetemp() / "ghostedge-cache"))
+def _private_cache(private_cache: Path) -> None:
+    """Every test here uses a cache of its own session (see conftest)."""
 
 
 def _cfg(checkpoint: Path | None, calib: Path, out: Path, **kw) -> ExportConfig:

@@ -34,17 +34,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
-def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GHOSTEDGE_CACHE", str(tmp_path_factory.getbasetemp() / "ghostedge-cache"))
+def _private_cache(private_cache: Path) -> None:
+    """Every test here uses a cache of its own session (see conftest)."""
 
 
 @pytest.fixture(scope="module")
-def images(cifar_tar: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ghostnet_edge.calib.sampler import extract_tar_images
-
-    root = tmp_path_factory.mktemp("cifar") / "images"
-    assert extract_tar_images(cifar_tar, root, per_class=3) == 30
-    return root
+def images(cifar_images) -> Path:
+    return cifar_images(3)
 
 
 @pytest.fixture(scope="module")
