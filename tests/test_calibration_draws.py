@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ghostnet_edge.data.datasets import CIFAR10_CLASSES
 from ghostnet_edge.errors import DataError, GhostEdgeError
 from ghostnet_edge.pipeline.calibration_draws import (
     DrawsConfig,
@@ -21,7 +22,7 @@ from ghostnet_edge.pipeline.calibration_draws import (
 )
 
 MODEL = "ghostnet_cifar_050"
-CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CLASSES = list(CIFAR10_CLASSES)   # the data stage's own list
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ghostnet_edge.data.datasets import CIFAR10_CLASSES
 from ghostnet_edge.errors import CheckpointError, DataError, GhostEdgeError
 from ghostnet_edge.export.pipeline import ExportConfig, export_artifacts
 from ghostnet_edge.utils.atomic import (
@@ -29,7 +30,7 @@ from ghostnet_edge.utils.atomic import (
 )
 
 MODEL = "ghostnet_cifar_050"
-CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CLASSES = list(CIFAR10_CLASSES)   # the data stage's own list
 REPO = Path(__file__).resolve().parents[1]
 
 
