@@ -48,6 +48,9 @@ def register(app: typer.Typer) -> None:
         procs: int = typer.Option(1, "--procs", min=1,
                                   help="Data-parallel processes on this machine (DDP over gloo, the batch split "
                                   "between them); 2 on a 2-core CPU is faster than 2 threads, see the README."),
+        device: str = typer.Option("cpu", "--device",
+                                   help="cpu (default) or cuda[:N]: run the SGD steps on an NVIDIA GPU; data "
+                                   "augmentation stays on the CPU, so the same seed sees the same images."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     ) -> None:
         """Train a model with seeded, resumable SGD; writes checkpoints and metrics.jsonl to --out."""
@@ -58,7 +61,7 @@ def register(app: typer.Typer) -> None:
             weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs,
             label_smoothing=label_smoothing, seed=seed, out=out, channels_last=channels_last, bf16=bf16,
             threads=threads, limit_train=limit_train, limit_val=limit_val, resume=resume,
-            skip_bad_images=skip_bad_images, progress=not quiet,
+            skip_bad_images=skip_bad_images, progress=not quiet, device=device,
         )
         seed_list = _seed_list(seeds, ctx.args)
         if procs > 1:

@@ -73,3 +73,47 @@ def iterate_batches(
             yield torch.from_numpy(x), torch.from_numpy(y)
         else:
             yield x, y
+
+
+def prefetch(batches: Iterator[tuple], depth: int = 2) -> Iterator[tuple]:
+    """Yield the items of ``batches`` while a background thread prepares the next ``depth`` of them.
+
+    For GPU training: the host both augments batches and launches kernels, and numpy releases the GIL
+    in its array work, so the next batch is made while this one's kernels are queued. The items and their
+    order are those of ``batches``: a prefetched run sees the same data as one without.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            q.put(exc)
+
+    thread = threading.Thread(target=work, name="batch-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+

@@ -26,6 +26,8 @@ TRAJECTORY_FIELDS = (
 # resumed run (or the same run in another folder) writes the same bytes as an uninterrupted one.
 RUN_CONTROL_FIELDS = ("resume", "progress", "out")
 
+DEVICES = ("cpu", "cuda")
+
 
 @dataclass
 class TrainConfig:
@@ -56,6 +58,10 @@ class TrainConfig:
     split_seed: int = 0                  # the train/val split of data sets that have none (digits, flat folders)
     val_fraction: float = 0.2
     progress: bool = True
+    # Where the SGD steps run. Not a trajectory field: a run started on a GPU may be resumed on a CPU (and
+    # the other way round); it is recorded in the checkpoint, and GPU kernels are not bit-reproducible
+    # across GPU models, so the bytes of a GPU run repeat only on the same GPU and software.
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -81,6 +87,8 @@ class TrainConfig:
             raise bad(f"--seed {self.seed}", "seeds are non-negative integers")
         if self.threads is not None and self.threads < 1:
             raise bad(f"--threads {self.threads}", "use at least 1 thread")
+        if self.device.split(":")[0] not in DEVICES:
+            raise bad(f"--device {self.device}", f"use one of {', '.join(DEVICES)} (or cuda:N)")
         for name in ("limit_train", "limit_val"):
             value = getattr(self, name)
             if value is not None and value < 1:

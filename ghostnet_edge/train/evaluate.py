@@ -22,8 +22,9 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...]
     return [int(hits[:, : min(k, kmax)].any(dim=1).sum()) for k in ks]
 
 
-def autocast(bf16: bool) -> contextlib.AbstractContextManager:
-    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+def autocast(bf16: bool, device: str = "cpu") -> contextlib.AbstractContextManager:
+    device_type = torch.device(device).type
+    return torch.autocast(device_type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
 def evaluate(
@@ -35,6 +36,7 @@ def evaluate(
     bf16: bool = False,
     ctx: Any = None,
     progress: bool = False,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """``{"top1", "top5", "loss", "n", "skipped"}`` with accuracies in percent.
 
@@ -56,9 +58,10 @@ def evaluate(
                                     pad_shards=False):
             if len(y) == 0:
                 continue
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(bf16):
+            with autocast(bf16, device):
                 logits = model(x)
             logits = logits.float()
             num_classes = logits.shape[1]

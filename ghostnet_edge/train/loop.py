@@ -37,6 +37,7 @@ from ghostnet_edge.utils.atomic import atomic_write_json, atomic_write_text, ens
 from ghostnet_edge.utils.seeding import seed_everything
 
 LAST, BEST, FINAL, METRICS = "last.pt", "best.pt", "model.pt", "metrics.jsonl"
+BAR_EVERY = 25  # steps between progress-bar loss readings on a GPU
 
 ModelFactory = Callable[[int], nn.Module]
 
@@ -92,6 +93,7 @@ class _Run:
                                  f"use a multiple of {ctx.world_size}")
         self.threads = config.threads or max(1, (os.cpu_count() or 1) // ctx.world_size)
         torch.set_num_threads(self.threads)
+        self.device = resolve_device(config.device, ctx.world_size)
         self.out = ensure_writable_dir(config.out) if ctx.is_main else Path(config.out)
         self.spec = get_spec(config.model)
         self.train_ds, self.val_ds = open_train_val(config, self.spec)
@@ -108,6 +110,7 @@ class _Run:
         self.speed = resolve_speed(config.channels_last, config.bf16, self.threads)
         if self.speed["channels_last"]:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = self.model.to(self.device)
         self.optimizer = torch.optim.SGD(param_groups(self.model, config.weight_decay), lr=config.lr,
                                          momentum=config.momentum, nesterov=config.nesterov)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
@@ -129,6 +132,7 @@ class _Run:
             "epochs_done": self.epoch, "epochs_total": cfg.epochs, "accuracy": top1, "top5": top5,
             "data": str(cfg.data), "data_layout": self.train_ds.layout, "train_images": len(self.train_ds),
             "val_images": len(self.val_ds), "speed": self.speed, "world_size": self.ctx.world_size,
+            "device": device_name(self.device),
             "train_config": cfg.recorded(),
         }
 
@@ -139,7 +143,8 @@ class _Run:
         extra: dict[str, Any] = {}
         if with_state:
             extra = {"optimizer": self.optimizer.state_dict(), "step": self.step,
-                     "torch_rng": torch.get_rng_state(), "history": self.history,
+                     "torch_rng": torch.get_rng_state(), "cuda_rng": cuda_rng_state(self.device),
+                     "history": self.history,
                      "best_top1": self.best_top1, "trajectory": self._trajectory()}
         return save_checkpoint(self.out / name, self.model, self._meta(last.get("val_top1"), last.get("val_top5")),
                                extra)
@@ -173,6 +178,8 @@ class _Run:
         self.model.load_state_dict(ckpt.state_dict)
         self.optimizer.load_state_dict(ckpt.extra["optimizer"])
         torch.set_rng_state(ckpt.extra["torch_rng"])
+        if self.device.type == "cuda" and ckpt.extra.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(ckpt.extra["cuda_rng"], self.device)
         self.step = int(ckpt.extra["step"])
         self.history = list(ckpt.extra["history"])
         self.best_top1 = ckpt.extra.get("best_top1")
@@ -206,39 +213,51 @@ class _Run:
         return self._finish(time.perf_counter() - started)
 
     def _train_epoch(self, net: nn.Module) -> dict[str, Any]:
-        from ghostnet_edge.data.loader import iterate_batches
+        from ghostnet_edge.data.loader import iterate_batches, prefetch
 
         cfg, ctx = self.cfg, self.ctx
         t0 = time.perf_counter()
         net.train()
-        loss_sum, seen, lr = 0.0, 0, cfg.lr
+        # The loss is summed on the device and read once per epoch (and for the progress bar every
+        # BAR_EVERY steps): reading it every step would make the host wait for each GPU step.
+        loss_sum, seen, lr = torch.zeros((), dtype=torch.float64, device=self.device), 0, cfg.lr
         bar = progress_bar(cfg.progress and ctx.is_main, self.steps_per_epoch, f"epoch {self.epoch + 1}/{cfg.epochs}")
         batches = iterate_batches(self.train_ds, self.rank_batch, shuffle=True, seed=cfg.seed, epoch=self.epoch,
                                   rank=ctx.rank, world_size=ctx.world_size, drop_last=self.drop_last)
+        if self.device.type == "cuda":
+            batches = prefetch(batches)
         for x, y in batches:
+            if self.device.type == "cuda":
+                # Page-locked copies let the upload run behind the previous step instead of waiting for it.
+                x, y = x.pin_memory(), y.pin_memory()
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             lr = lr_at(self.step, self.total_steps, cfg.lr, cfg.schedule, self.warmup_steps)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             if self.speed["channels_last"]:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(self.speed["bf16"]):
+            with autocast(self.speed["bf16"], self.device.type):
                 logits = net(x)
             loss = self.criterion(logits.float(), y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             self.step += 1
-            loss_sum += float(loss.detach()) * len(y)
+            loss_sum += loss.detach() * len(y)
             seen += len(y)
-            elapsed = time.perf_counter() - t0
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", img_s=f"{seen * ctx.world_size / elapsed:.0f}", lr=f"{lr:.4f}")
+            if self.device.type == "cpu" or self.step % BAR_EVERY == 0:
+                elapsed = time.perf_counter() - t0
+                bar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}", img_s=f"{seen * ctx.world_size / elapsed:.0f}",
+                                lr=f"{lr:.4f}")
         bar.close()
+        loss_sum = float(loss_sum)
         train_seconds = time.perf_counter() - t0
         self._sync_buffers()
         loss_sum, seen_all = ctx.sum([loss_sum, seen])
         val = evaluate(self.model, self.val_ds, cfg.eval_batch_size, channels_last=self.speed["channels_last"],
-                       bf16=self.speed["bf16"], ctx=ctx if ctx.active else None, progress=cfg.progress)
+                       bf16=self.speed["bf16"], ctx=ctx if ctx.active else None, progress=cfg.progress,
+                       device=str(self.device))
         return {"epoch": self.epoch + 1, "train_loss": loss_sum / max(1.0, seen_all), "val_top1": val["top1"],
                 "val_top5": val["top5"], "val_loss": val["loss"], "val_n": val["n"], "lr": lr,
                 "images_per_s": seen_all / train_seconds if train_seconds > 0 else None,
@@ -304,10 +323,42 @@ def state_fingerprint(model: nn.Module) -> str:
 
     h = hashlib.sha256()
     for key, value in model.state_dict().items():
-        t = value.detach().contiguous()
+        t = value.detach().cpu().contiguous()
         h.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
         h.update(t.numpy().tobytes())
     return h.hexdigest()
+
+
+def resolve_device(name: str, world_size: int = 1) -> torch.device:
+    """The torch device for ``--device``; a clear error where it cannot be used."""
+    device = torch.device(name)
+    if device.type == "cuda":
+        # cuBLAS is deterministic only with a fixed workspace; it reads this when its handle is made.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        if not torch.cuda.is_available():
+            raise GhostEdgeError(f"--device {name}: torch sees no CUDA GPU here (torch {torch.__version__})",
+                                 "train with --device cpu (the default), or on a machine with an NVIDIA GPU "
+                                 "and a CUDA build of torch")
+        if world_size > 1:
+            raise GhostEdgeError("--procs runs CPU processes (DDP over gloo) and cannot share one GPU",
+                                 "leave out --procs when training on --device cuda")
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        if index >= torch.cuda.device_count():
+            raise GhostEdgeError(f"--device {name}: there are only {torch.cuda.device_count()} GPUs",
+                                 "use cuda:0 .. cuda:N-1")
+        device = torch.device("cuda", index)
+    return device
+
+
+def device_name(device: torch.device) -> str:
+    """``cpu`` or ``cuda:0 (NVIDIA H200)``: what the checkpoint records of where it was trained."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def cuda_rng_state(device: torch.device) -> torch.Tensor | None:
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else None
 
 
 def with_seed(config: TrainConfig, seed: int, out: Path) -> TrainConfig:
