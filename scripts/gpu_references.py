@@ -212,7 +212,7 @@ def main() -> int:
         finished = codes[key[r]] == 0 and (src / "model.pt").is_file()
         if finished:
             shutil.copy2(src / "model.pt", dst / "model.pt")
-        elif (src / "last.pt").is_file() and (src / "last.pt").stat().st_size < 12 * 2**20:
+        elif (src / "last.pt").is_file() and (src / "last.pt").stat().st_size < 40 * 2**20:
             shutil.copy2(src / "last.pt", dst / "last.pt")
         shutil.copy2(work / "logs" / f"{key[r]}.log", dst / "train.log")
         run_info = {"command": ["ghostedge", *commands[key[r]][3:]], "exit_code": codes[key[r]],
