@@ -319,14 +319,24 @@ def test_report_and_manifest_helpers(tmp_path: Path) -> None:
     from ghostnet_edge.export import manifest as mf
     from ghostnet_edge.export import report as rp
 
-    layers = [SimpleNamespace(name=f"t{i}", op="CONV_2D", sqnr_db=s) for i, s in enumerate([40.0, 30.0, 32.0, 12.0])]
+    # A chain t0 -> t1 -> t2 -> t3 with a squeeze-excite branch: gate g (from t1, little noise) and the
+    # multiply m = t1 * g. The multiply's drop is taken against its noisier input t1, not against g,
+    # the tensor just before it in execution order.
+    def layer(name, op, sqnr, *inputs):
+        return SimpleNamespace(name=name, op=op, sqnr_db=sqnr, inputs=inputs)
+
+    layers = [layer("t0", "QUANTIZE", 40.0, "<graph input>"), layer("t1", "CONV_2D", 30.0, "t0"),
+              layer("g", "HARD_SWISH", 55.0, "t1"), layer("m", "MUL", 29.0, "t1", "g"),
+              layer("t2", "CONV_2D", 32.0, "m"), layer("t3", "CONV_2D", 12.0, "t2")]
     rows = rp.tflite_layer_rows(layers)
-    assert [r["drop_db"] for r in rows] == [None, 10.0, -2.0, 20.0]
+    assert [r["drop_db"] for r in rows] == [None, 10.0, -25.0, 1.0, -3.0, 20.0]
     assert [r["tensor"] for r in rp.worst(rows, 2)] == ["t3", "t1"]
     sec = rp.artifact_section("m.tflite", rows, {"top1_agreement": 0.9}, 4)
     assert sec["min_sqnr_db"] == 12.0 and sec["output_sqnr_db"] == 12.0
     md = rp.render_markdown(rp.build_quant_report([sec], {"count": 4, "num_classes": 2, "method": "minmax"}))
     assert "`t3` | CONV_2D | 12.0 (low) | 20.0" in md
+    # a layer none of whose inputs was measured has no drop instead of one against an unrelated tensor
+    assert rp.tflite_layer_rows([layer("x", "ADD", 20.0, "unmeasured")])[0]["drop_db"] is None
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "a.bin").write_bytes(b"abc")
     (tmp_path / "manifest.json").write_text("{}")
@@ -353,3 +363,28 @@ def test_input_size_override_keeps_the_checkpoints_other_settings() -> None:
     bigger = _with_input_size(trained, (320, 320))
     assert bigger.input_size == (3, 320, 320) and bigger.resize_size == round(320 / 0.875)
     assert (bigger.stem_stride, bigger.dropout, bigger.mean) == (1, 0.1, trained.mean)
+
+
+def test_fp32_limit_rises_to_pytorchs_own_float32_error_only_when_it_is_larger() -> None:
+    """An ill-conditioned network (untrained weights with huge logits) is held to 4x PyTorch's own distance
+    from float64, a well-conditioned one to the plain tolerance."""
+    import torch
+
+    from ghostnet_edge.export.checks import FLOAT_ERROR_FACTOR, fp32_allowed, fp32_tolerance
+    from ghostnet_edge.export.onnx.verify import run_torch, torch_float_error
+
+    ref = np.array([[0.5, -2.0, 3.0]])
+    assert fp32_allowed(ref, 1e-4) == fp32_tolerance(ref, 1e-4) == pytest.approx(3e-4)
+    assert fp32_allowed(ref, 1e-4, float_error=1e-6) == pytest.approx(3e-4)
+    assert fp32_allowed(ref, 1e-4, float_error=1e-3) == pytest.approx(FLOAT_ERROR_FACTOR * 1e-3)
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(*[torch.nn.Linear(64, 64) for _ in range(12)])
+    for layer in net:  # weights scaled up 30x: huge logits, of which float32 keeps about 7 digits
+        layer.weight.data.mul_(30.0)
+    x = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
+    ref32 = run_torch(net, x)
+    err = torch_float_error(net, x, ref32)
+    assert 0 < err < 1e-5 * np.abs(ref32).max()          # float32's rounding, relative to the logits
+    assert fp32_allowed(ref32, 1e-4, err) >= FLOAT_ERROR_FACTOR * err
+    assert next(net.parameters()).dtype == torch.float32   # the float64 copy leaves the model alone

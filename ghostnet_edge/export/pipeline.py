@@ -484,6 +484,7 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
         torch.set_num_threads(threads)
         try:
             ref = ov.run_torch(model, xv)
+            reference_model = model
             model, folding = _fold_branches(model, xv, ref, cfg.tolerance)
             if folding is not None:
                 warnings.append(folding)
@@ -506,6 +507,33 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
         path = staging / name
         artifacts.append(ArtifactReport(name, fmt, precision, path, path.stat().st_size, check.to_dict()))
 
+    float_error: list[float] = []
+
+    def fp32_limit(out: np.ndarray) -> float:
+        """The FP32 tolerance for ``out``; PyTorch's own float32 error is measured (once) only when an
+        artifact misses the plain tolerance, so well-conditioned networks never pay for it."""
+        from ghostnet_edge.export.checks import fp32_allowed, max_abs_diff
+
+        if not float_error and max_abs_diff(ref, out) > fp32_allowed(ref, cfg.tolerance):
+            with timer.stage("pytorch_float64_reference"):
+                saved = torch.get_num_threads()
+                torch.set_num_threads(threads)
+                try:
+                    float_error.append(ov.torch_float_error(reference_model, xv, ref))
+                finally:
+                    torch.set_num_threads(saved)
+        return fp32_allowed(ref, cfg.tolerance, float_error[0] if float_error else None)
+
+    def fp32_note() -> str:
+        from ghostnet_edge.export.checks import FLOAT_ERROR_FACTOR, fp32_allowed
+
+        note = "tolerance is relative above |logit| 1: tolerance * max(1, max|torch logits|)"
+        if float_error and fp32_allowed(ref, cfg.tolerance, float_error[0]) > fp32_allowed(ref, cfg.tolerance):
+            note += (f"; raised to {FLOAT_ERROR_FACTOR:g} x PyTorch's own float32 error on these images "
+                     f"(max |float32 - float64 logits| = {float_error[0]:.3g}): the network is ill-conditioned "
+                     "(untrained weights?), so no float32 runtime can match PyTorch more closely")
+        return note
+
     # ---- ONNX FP32 (always: the TFLite route starts from it) --------------------------------------
     from ghostnet_edge.export.onnx.config import OnnxExportConfig
     from ghostnet_edge.export.onnx.convert import export_onnx
@@ -518,10 +546,8 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
         sess = ov.ort_session(onnx_fp32, threads)
         out_fp32 = ov.run_onnx(sess, xv)
         del sess
-        from ghostnet_edge.export.checks import fp32_tolerance as scaled_tolerance
-
-        check = ov.check_fp32(ONNX_FP32, ref, out_fp32, scaled_tolerance(ref, cfg.tolerance), yv)
-        check.notes.append("tolerance is relative above |logit| 1: tolerance * max(1, max|torch logits|)")
+        check = ov.check_fp32(ONNX_FP32, ref, out_fp32, fp32_limit(out_fp32), yv)
+        check.notes.append(fp32_note())
     if "onnx" in cfg.formats:
         _keep(ONNX_FP32, "onnx", "fp32", check)
     elif not check.passed:
@@ -561,7 +587,7 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
     tflite_io = None
     if tflite_res is not None:
         from ghostnet_edge.export.tflite.metadata import check_metadata_agrees
-        from ghostnet_edge.export.tflite.verify import fp32_tolerance, per_layer_sqnr, run_tflite
+        from ghostnet_edge.export.tflite.verify import per_layer_sqnr, run_tflite
 
         # The metadata an app reads (input size, normalisation, labels) must describe these very tensors.
         check_metadata_agrees(t_fp32, labels=labels, preprocessing=prep_desc, int8=False)
@@ -578,8 +604,8 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
             # LiteRT announces "Created TensorFlow Lite XNNPACK delegate for CPU." on fd 2 once per process.
             with quiet_native_stderr(enabled=not os.environ.get("GHOSTEDGE_VERBOSE")):
                 out_t = run_tflite(t_fp32, xv, num_threads=threads)
-            tcheck = ov.check_fp32(TFLITE_FP32, ref, out_t, fp32_tolerance(ref, cfg.tolerance), yv)
-            tcheck.notes.append("tolerance is relative above |logit| 1: tolerance * max(1, max|torch logits|)")
+            tcheck = ov.check_fp32(TFLITE_FP32, ref, out_t, fp32_limit(out_t), yv)
+            tcheck.notes.append(fp32_note())
         _keep(TFLITE_FP32, "tflite", "fp32", tcheck)
         if t_int8 is not None:
             with timer.stage("tflite_int8_verify"):

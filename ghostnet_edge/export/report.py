@@ -34,18 +34,22 @@ def onnx_layer_rows(layers: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 def tflite_layer_rows(layers: Sequence[Any]) -> list[dict[str, Any]]:
-    """Rows from the TFLite stage's ``LayerSqnr`` (name, op, shape, sqnr_db).
+    """Rows from the TFLite stage's ``LayerSqnr`` (name, op, shape, sqnr_db, inputs).
 
-    The TFLite report has no graph edges, so ``drop_db`` is taken against the previous measured tensor
-    in execution order: exact for a chain of layers, an approximation at branches (shortcut, SE).
+    ``drop_db`` is taken against the noisiest measured input of the layer, read from the graph's edges
+    (the input's QUANTIZE is measured against the float image). Taking it against the previous tensor in execution order
+    instead would be wrong at every branch: a squeeze-excite multiply follows its gate (a [0, 1] tensor
+    with little noise), so it would appear to lose 20-35 dB that its other input had already lost.
+    A layer none of whose inputs was measured has no drop.
     """
+    measured = {e.name: e.sqnr_db for e in layers}
     rows = []
-    prev: float | None = None
     for i, e in enumerate(layers):
         s = _num(e.sqnr_db)
+        sources = [measured[name] for name in getattr(e, "inputs", ()) if name in measured]
+        drop = _num(min(sources) - e.sqnr_db) if sources and s is not None else None
         rows.append({"tensor": e.name, "node": e.name, "op": e.op, "position": i, "sqnr_db": s,
-                     "qdq_sqnr_db": None, "drop_db": _num(prev - s) if prev is not None and s is not None else None})
-        prev = s if s is not None else prev
+                     "qdq_sqnr_db": None, "drop_db": drop})
     return rows
 
 

@@ -183,6 +183,12 @@ class LayerSqnr:
     op: str
     shape: tuple[int, ...]
     sqnr_db: float
+    # The op's activation inputs, by tensor name (GRAPH_INPUT for the model's float input). The report
+    # measures each layer's drop against the noisiest measured one.
+    inputs: tuple[str, ...] = ()
+
+
+GRAPH_INPUT = "<graph input>"
 
 
 def per_layer_sqnr(int8_path: Path | str, fp32_path: Path | str, nchw_batch: np.ndarray,
@@ -197,9 +203,19 @@ def per_layer_sqnr(int8_path: Path | str, fp32_path: Path | str, nchw_batch: np.
     gq, gf = read_graph(int8_path), read_graph(fp32_path)
     f_by_name = {t.name: t for t in gf.tensors if not t.constant}
     producer = {o: op.name for op in gq.ops for o in op.outputs}
+    op_of = {o: op for op in gq.ops for o in op.outputs}
     pairs = [(t, f_by_name[t.name]) for t in gq.tensors
              if not t.constant and t.index in producer and t.name in f_by_name and t.scale
              and t.dtype in ("INT8", "UINT8")]
+    # The QUANTIZE that turns a float image into int8 is measured against the float model's input, so
+    # the first layer's drop is taken against the input's own rounding, not against a perfect image.
+    measured = {t.index for t, _ in pairs}
+    for op in gq.ops:
+        if op.name == "QUANTIZE" and set(op.inputs) & set(gq.inputs) and gf.inputs:
+            tq = gq.tensors[op.outputs[0]]
+            if tq.index not in measured and tq.scale and tq.dtype in ("INT8", "UINT8"):
+                pairs.append((tq, gf.tensors[gf.inputs[0]]))
+    pairs.sort(key=lambda pair: pair[0].index)
     iq, _ = make_interpreter(int8_path, backend=backend, preserve_all_tensors=True)
     if_, _ = make_interpreter(fp32_path, backend=backend, preserve_all_tensors=True)
     acc: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {t.name: [] for t, _ in pairs}
@@ -217,5 +233,7 @@ def per_layer_sqnr(int8_path: Path | str, fp32_path: Path | str, nchw_batch: np.
             continue
         ref = np.concatenate([a.ravel() for a, _ in acc[tq.name]])
         test = np.concatenate([b.ravel() for _, b in acc[tq.name]])
-        out.append(LayerSqnr(tq.name, producer[tq.index], tq.shape, sqnr_db(ref, test)))
+        sources = tuple(GRAPH_INPUT if i in gq.inputs else gq.tensors[i].name
+                        for i in op_of[tq.index].inputs if i >= 0 and not gq.tensors[i].constant)
+        out.append(LayerSqnr(tq.name, producer[tq.index], tq.shape, sqnr_db(ref, test), sources))
     return out
