@@ -132,8 +132,11 @@ def register(app: typer.Typer) -> None:
         io_dtype: str = typer.Option("int8", "--io-dtype", help="INT8 TFLite input/output: int8, uint8, float32"),
         act_type: str = typer.Option("auto", "--act-type",
                                      help="INT8 ONNX activations: auto (uint8 on x86, int8 on ARM), int8, uint8"),
-        max_drop: float = typer.Option(None, "--max-drop", help="with --val-data: NNCF accuracy-aware INT8 "
-                                                                "with at most this top-1 drop (e.g. 0.01)"),
+        max_drop: float = typer.Option(None, "--max-drop", help="with --val-data: at most this top-1 drop (e.g. "
+                                       "0.01). INT8 ONNX: NNCF keeps the worst layers in float until it holds. INT8 "
+                                       "TFLite: measured; when missed, a warning names the worst layers and "
+                                       "model_int16x8.tflite (int16 activations, not fully integer) is written beside "
+                                       "it with its accuracy, size and latency"),
         val_data: Path = typer.Option(None, "--val-data", help="labelled images (class sub-folders) for "
                                                                "--max-drop and accuracy deltas"),
         verify_data: Path = typer.Option(None, "--verify-data", help="separate folder of verification images"),

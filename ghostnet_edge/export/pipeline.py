@@ -60,7 +60,8 @@ class ArtifactReport:
 
     def row(self) -> dict[str, Any]:
         c = self.check
-        return {"artifact": self.name, "bytes": self.bytes, "max_abs_diff": c.get("max_abs_diff"),
+        name = f"{self.name} (not fully integer)" if c.get("label", "").startswith("not fully integer") else self.name
+        return {"artifact": name, "bytes": self.bytes, "max_abs_diff": c.get("max_abs_diff"),
                 "top1_agreement": c.get("top1_agreement"), "accuracy_delta": c.get("accuracy_delta"),
                 "path": str(self.path)}
 
@@ -172,7 +173,7 @@ def check_dependencies(cfg: ExportConfig) -> dict[str, str]:
             ("onnxruntime", "onnxruntime", "checking ONNX models and INT8 quantization")]
     if "tflite" in cfg.formats:
         need.append(("tensorflow", "tensorflow", "the TFLite export"))
-    if cfg.max_drop is not None:
+    if cfg.max_drop is not None and "onnx" in cfg.formats:
         need.append(("nncf", "nncf", "accuracy-aware INT8 quantization (--max-drop)"))
     if not cfg.simplify:
         need = [n for n in need if n[0] != "onnxsim"]
@@ -508,6 +509,7 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
         artifacts.append(ArtifactReport(name, fmt, precision, path, path.stat().st_size, check.to_dict()))
 
     float_error: list[float] = []
+    tflite_budget: dict[str, Any] | None = None
 
     def fp32_limit(out: np.ndarray) -> float:
         """The FP32 tolerance for ``out``; PyTorch's own float32 error is measured (once) only when an
@@ -618,6 +620,10 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
                                                     tqcheck.to_dict(), n_report))
             _keep(TFLITE_INT8, "tflite", "int8", tqcheck)
             tflite_io = mf.tflite_io_entry(tflite_res)
+            if cfg.max_drop is not None and val is not None:
+                with timer.stage("tflite_int8_budget"):
+                    tflite_budget = _tflite_budget(cfg, staging, onnx_fp32, t_fp32, t_int8, xc, xv, yv, ref, val,
+                                                   labels, prep_desc, threads, sections[-1], artifacts, warnings)
 
     # ---- labels, reports, manifest ----------------------------------------------------------------------
     with timer.stage("manifest"):
@@ -632,6 +638,7 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
             atomic_write_json(staging / "quant_report.json", qr)
             atomic_write_text(staging / "quant_report.md", rp.render_markdown(qr))
         verification = {**verify_set.summary(), "seed": cfg.seed + 1, "labelled": yv is not None,
+                        "tflite_int8_budget": tflite_budget,
                         "disjoint_from_calibration": True,
                         "fp32_tolerance": cfg.tolerance, "min_int8_agreement": cfg.min_agreement,
                         "int8_agreement_enforced": enforce_int8}
@@ -650,6 +657,32 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
         atomic_write_json(staging / mf.MANIFEST_NAME, manifest)
     files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
     return ExportReport(out, artifacts, timer.timings, warnings, manifest, files)
+
+
+def _tflite_budget(cfg: ExportConfig, staging: Path, onnx_fp32: Path, t_fp32: Path, t_int8: Path, xc: np.ndarray,
+                   xv: np.ndarray, yv: np.ndarray | None, ref: np.ndarray, val: tuple[np.ndarray, np.ndarray],
+                   labels: list[str], prep: dict[str, Any], threads: int, section: dict[str, Any],
+                   artifacts: list[ArtifactReport], warnings: list[str]) -> dict[str, Any]:
+    """``--max-drop`` for the TFLite INT8 model: measure it, and when it misses build the 16x8 remedy
+    (checked against PyTorch like every artifact) and say so in one warning."""
+    from ghostnet_edge.export.onnx import verify as ov
+    from ghostnet_edge.export.tflite import budget as bd
+    from ghostnet_edge.export.tflite.verify import run_tflite
+
+    worst = [r["tensor"].split(";")[0] for r in section.get("worst_layers", [])[:3]]
+    result = bd.check_budget(onnx_fp32=onnx_fp32, t_fp32=t_fp32, t_int8=t_int8, staging=staging, val=val,
+                             max_drop=cfg.max_drop, representative=xc, worst_layers=worst, labels=labels,
+                             preprocessing={**prep, "layout": "NHWC"}, threads=threads)
+    remedy = result.remedy
+    if remedy is not None and "error" not in remedy:
+        path = staging / bd.REMEDY_FILE
+        check = ov.check_int8(bd.REMEDY_FILE, ref, run_tflite(path, xv, num_threads=threads), cfg.min_agreement, yv,
+                              enforce=False).to_dict()
+        check.update({"label": bd.REMEDY_LABEL, "val_top1": remedy["top1"], "val_drop": remedy["drop"]})
+        artifacts.append(ArtifactReport(bd.REMEDY_FILE, "tflite", "int16x8", path, path.stat().st_size, check))
+    if not result.met:
+        warnings.append(bd.message(result, TFLITE_INT8))
+    return result.to_dict()
 
 
 def _convert_tflite(onnx_fp32: Path, t_fp32: Path, t_int8: Path | None, xc: np.ndarray | None,

@@ -100,14 +100,17 @@ def _num_classes(concrete: Any) -> int | None:
     return int(t.shape[-1])
 
 
-def _convert(tf: Any, concrete: Any, rep_nhwc: np.ndarray | None, io_dtype: str, per_channel: bool) -> bytes:
+def _convert(tf: Any, concrete: Any, rep_nhwc: np.ndarray | None, io_dtype: str, per_channel: bool,
+             int16_activations: bool = False) -> bytes:
     module = tf.Module()
     module.serving = concrete  # owning object: the converter then writes the serving_default signature
     conv = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
     if rep_nhwc is not None:
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = lambda: ([x[None]] for x in rep_nhwc)
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.target_spec.supported_ops = (
+            [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8] if int16_activations
+            else [tf.lite.OpsSet.TFLITE_BUILTINS_INT8])
         conv.inference_input_type = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[io_dtype]
         conv.inference_output_type = conv.inference_input_type
         conv._experimental_disable_per_channel = not per_channel
@@ -115,7 +118,7 @@ def _convert(tf: Any, concrete: Any, rep_nhwc: np.ndarray | None, io_dtype: str,
         with _quiet_native_stderr():
             return bytes(conv.convert())
     except Exception as exc:  # ConverterError and friends: surface as one user-facing error
-        kind = "INT8" if rep_nhwc is not None else "FP32"
+        kind = ("16x8" if int16_activations else "INT8") if rep_nhwc is not None else "FP32"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"the TFLite converter failed ({kind}): {first}",
                           "the model has an op without a TFLite INT8 kernel; run with --verbose for the "
@@ -160,12 +163,15 @@ def convert_onnx_to_tflite(
     per_channel: bool = True,
     labels: list[str] | None = None,
     preprocessing: dict[str, Any] | None = None,
+    int16_activations: bool = False,
 ) -> TfliteResult:
     """Convert an ONNX CNN to FP32 and/or full-integer INT8 ``.tflite`` files with embedded metadata.
 
     ``representative`` holds the preprocessed calibration images, ``(N, 3, H, W)`` float32 (required for
     INT8). ``io_dtype`` is the INT8 model's input/output type: ``int8`` (default), ``uint8`` or
-    ``float32`` (QUANTIZE/DEQUANTIZE at the ends). ``labels`` and ``preprocessing`` are embedded as
+    ``float32`` (QUANTIZE/DEQUANTIZE at the ends). ``int16_activations`` makes the "INT8" file LiteRT's
+    16x8 mode instead (int16 activations, int8 weights; ``io_dtype`` must then be ``float32``): more
+    accurate, larger and slower, and not run by int8-only accelerators. ``labels`` and ``preprocessing`` are embedded as
     standard TFLite Metadata and as JSON entries (see :mod:`.metadata`). The same inputs always give
     byte-identical files.
     """
@@ -174,6 +180,8 @@ def convert_onnx_to_tflite(
                           "pass out_fp32 and/or out_int8")
     if io_dtype not in IO_DTYPES:
         raise ExportError(f"unknown INT8 input/output type '{io_dtype}'", f"choose one of {', '.join(IO_DTYPES)}")
+    if int16_activations and io_dtype != "float32":
+        raise ExportError("a 16x8 model takes float32 input and output here", "pass io_dtype='float32'")
     if out_int8 is not None and representative is None:
         raise ExportError("INT8 conversion needs representative (calibration) images",
                           "pass calibration tensors from ghostnet_edge.calib, shaped (N, 3, H, W)")
@@ -215,9 +223,10 @@ def convert_onnx_to_tflite(
         fp32_bytes = len(model)
     if out_int8 is not None:
         t0 = time.perf_counter()
-        model = _convert(tf, concrete, rep_nhwc, io_dtype, per_channel)
+        model = _convert(tf, concrete, rep_nhwc, io_dtype, per_channel, int16_activations)
         rep_sha = hashlib.sha256(rep_nhwc.tobytes()).hexdigest()
-        info = {**base_info, "precision": "int8", "io_dtype": io_dtype, "per_channel": per_channel,
+        info = {**base_info, "precision": "int16x8" if int16_activations else "int8", "io_dtype": io_dtype,
+                "per_channel": per_channel,
                 "num_representative": int(rep_nhwc.shape[0]), "representative_sha256": rep_sha}
         model = _with_metadata(model, labels, prep, info, name)
         in_q, out_q = _io_quant(model)
