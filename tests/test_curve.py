@@ -241,3 +241,33 @@ def test_training_heartbeat_says_what_is_done_and_what_is_left() -> None:
     assert training_heartbeat(0, 15, 2, 130.0) == "  ... training: 0/15 run(s) done, 2 at a time, 2.2 min elapsed"
     line = training_heartbeat(3, 15, 2, 600.0)                     # 3 runs in 10 min: 12 more take 40 min
     assert line.endswith("10.0 min elapsed, about 40 min to go")
+
+
+@pytest.mark.slow
+def test_calibration_draws_spread_int8_points_over_seeds_and_draws(sweep, tmp_path: Path) -> None:
+    """--calib-draws 2 on the module sweep's checkpoints: each seed gets a second INT8 export calibrated
+    with another seed, the INT8 point's spread holds all four (seed, draw) top-1 values, FP32 points keep
+    one value per seed, and the paired table compares each seed's mean over draws with its FP32."""
+    from ghostnet_edge.report.curve import DRAW_SEED_STEP
+
+    cfg0, _, _ = sweep
+    cfg = replace(cfg0, work=tmp_path / "w", targets=("host",), weights=Path(cfg0.work) / "train", calib_draws=2)
+    result = run_curve(cfg, log=lambda _m: None)
+    work = Path(cfg.work)
+    accs = {}
+    for seed in (0, 1):
+        draw = work / "export" / MODEL / f"seed_{seed}.draw_1"
+        assert (draw / "model_int8.tflite").is_file()
+        manifest = json.loads((draw / "manifest.json").read_text())
+        assert manifest["calibration"]["seed"] == seed + DRAW_SEED_STEP
+        for d, name in ((0, "tflite-int8.json"), (1, "tflite-int8.draw_1.json")):
+            accs[seed, d] = json.loads((work / "eval" / MODEL / f"seed_{seed}" / name).read_text())["top1_pct"]
+    int8 = next(p for p in result.points if p.format == "tflite-int8")
+    torch_pt = next(p for p in result.points if p.format == "torch")
+    assert (int8.n_seeds, int8.n_draws) == (2, 2) and (torch_pt.n_seeds, torch_pt.n_draws) == (2, 1)
+    assert int8.acc_mean == pytest.approx(sum(accs.values()) / 4, abs=1e-4)
+    assert int8.acc_min == pytest.approx(min(accs.values()), abs=1e-4)
+    md = (work / "curve.md").read_text()
+    assert "2 seeds x 2 calibration draws" in md and "--calib-draws 2" in md
+    with pytest.raises(GhostEdgeError, match="calib-draws"):
+        validate_config(replace(cfg, calib_draws=0))

@@ -107,6 +107,9 @@ def register(app: typer.Typer) -> None:
                                    help="folder of images for INT8 calibration (default: the training split of "
                                         "--data; with --latency-only: seeded noise)"),
         num_calib: int = typer.Option(128, "--num-calib", help="INT8 calibration images per export"),
+        calib_draws: int = typer.Option(1, "--calib-draws", min=1,
+                                        help="INT8 calibration draws per seed; INT8 points then spread over "
+                                        "seeds x draws (which images calibrate is a random choice too)"),
         batch_size: int = typer.Option(64, "--batch-size"),
         runs: int = typer.Option(30, "--runs", help="timed runs per latency measurement"),
         threads: int = typer.Option(1, "--threads",
@@ -124,7 +127,7 @@ def register(app: typer.Typer) -> None:
             models=tuple(_split(models)), seeds=tuple(seed_list), formats=tuple(_split([formats])),
             targets=tuple(_split(target)), data=data, work=work, epochs=epochs, limit_train=limit_train,
             limit_eval=limit_eval, limit_val=limit_val, batch_size=batch_size, weights=weights, latency_only=latency_only,
-            paper_overlay=paper_overlay, calib=calib, calib_count=num_calib, bench_runs=runs, threads=threads,
+            paper_overlay=paper_overlay, calib=calib, calib_count=num_calib, calib_draws=calib_draws, bench_runs=runs, threads=threads,
             train_threads=train_threads, train_jobs=train_jobs,
             qemu_formats=tuple(_split([qemu_formats])) if qemu_formats else None,
         )

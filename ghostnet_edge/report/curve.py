@@ -50,6 +50,9 @@ from ghostnet_edge.utils.spread import spread
 
 Log = Callable[[str], None]
 
+# Calibration draw d of seed s samples its images with seed s + DRAW_SEED_STEP * d: apart from every
+# other seed's draws for any sweep of fewer than this many seeds.
+DRAW_SEED_STEP = 1000
 TRAIN_HEARTBEAT_S = 120.0  # how often parallel training says it is alive when no run has finished
 
 
@@ -91,6 +94,9 @@ class CurveConfig:
     calib: Path | None = None            # INT8 calibration images; default: the training split of `data`
                                          # (latency-only: seeded noise)
     calib_count: int = 128
+    # INT8 calibration draws per seed: draw 0 calibrates with the seed itself (as with one draw), draw d
+    # with seed + DRAW_SEED_STEP * d; INT8 points then spread over seeds x draws.
+    calib_draws: int = 1
     bench_runs: int = 30                 # at least this many timed runs ...
     bench_seconds: float = 2.0           # ... and at least this long (host/ssh; qemu counts a few runs)
     bench_warmup: int = 5
@@ -108,6 +114,7 @@ class CurveConfig:
                 "limit_eval": self.limit_eval, "batch_size": self.batch_size,
                 "weights": str(self.weights) if self.weights else None, "latency_only": self.latency_only,
                 "calib": str(self.calib) if self.calib else None, "calib_count": self.calib_count}
+        # calib_draws is not in the key: more draws add folders beside the finished ones, draw 0 is unchanged
 
 
 @dataclass
@@ -158,6 +165,12 @@ def validate_config(config: CurveConfig) -> CurveConfig:
         raise GhostEdgeError(f"--weights {config.weights} is not a folder",
                              "point it at a folder holding <model>/seed_<s>/ checkpoints "
                              "(e.g. a previous sweep's work/train)")
+    if config.calib_draws < 1:
+        raise GhostEdgeError(f"--calib-draws must be at least 1 (got {config.calib_draws})",
+                             "1 is one draw per seed; 5 gives each seed five calibration draws")
+    if config.calib_draws > 1 and config.latency_only:
+        raise GhostEdgeError("--calib-draws measures INT8 accuracy, which --latency-only does not",
+                             "leave out --calib-draws, or sweep trained models")
     for model in config.models:
         stages.check_model(model)
     for target in config.targets:
@@ -211,11 +224,12 @@ class _Sweep:
     def train_dir(self, model: str, seed: int) -> Path:
         return self.work / "train" / model / f"seed_{seed}"
 
-    def export_dir(self, model: str, seed: int) -> Path:
-        return self.work / "export" / model / f"seed_{seed}"
+    def export_dir(self, model: str, seed: int, draw: int = 0) -> Path:
+        # Further draws are siblings, not sub-folders: an export replaces its whole folder.
+        return self.work / "export" / model / (f"seed_{seed}" + (f".draw_{draw}" if draw else ""))
 
-    def eval_json(self, model: str, seed: int, fmt: str) -> Path:
-        return self.work / "eval" / model / f"seed_{seed}" / f"{fmt}.json"
+    def eval_json(self, model: str, seed: int, fmt: str, draw: int = 0) -> Path:
+        return self.work / "eval" / model / f"seed_{seed}" / (f"{fmt}.draw_{draw}.json" if draw else f"{fmt}.json")
 
     def bench_json(self, target: str, model: str, fmt: str) -> Path:
         return self.work / "bench" / _safe(target) / model / f"{fmt}.json"
@@ -302,21 +316,25 @@ class _Sweep:
                                                    stages.input_size(cfg.models[0]), seed)
         return stages.calibration_folder(cfg.data, self.work / "calib" / _safe(cfg.data), count, seed=0)
 
-    def export(self, model: str, seed: int, source: Path | str) -> Path | None:
-        """ONNX/TFLite artifacts of one checkpoint (or model name), or None when only PyTorch is swept."""
+    def export(self, model: str, seed: int, source: Path | str, draw: int = 0) -> Path | None:
+        """ONNX/TFLite artifacts of one checkpoint (or model name), or None when only PyTorch is swept.
+
+        ``draw`` > 0 is another INT8 calibration draw of the same checkpoint (its own folder and seed).
+        """
         needed = [f for f in self.cfg.formats if FORMATS[f].file is not None]
         if not needed:
             return None
-        out = self.export_dir(model, seed)
+        out = self.export_dir(model, seed, draw)
         try:
             if stages.export_done(out, needed):
                 self.count("export_reused")
                 return out
             calib = self.calibration(seed)
-            self.log(f"  export {model} seed {seed}: {', '.join(needed)} (INT8 calibrated on {calib})")
+            what = f"seed {seed}" + (f" calibration draw {draw}" if draw else "")
+            self.log(f"  export {model} {what}: {', '.join(needed)} (INT8 calibrated on {calib})")
             t0 = time.perf_counter()
-            stages.export_one(source, out, needed, calib=calib, num_calib=self.cfg.calib_count, seed=seed,
-                              threads=self.cfg.threads)
+            stages.export_one(source, out, needed, calib=calib, num_calib=self.cfg.calib_count,
+                              seed=seed + DRAW_SEED_STEP * draw, threads=self.cfg.threads)
             self.count("export_done")
             self.log(f"    done in {time.perf_counter() - t0:.1f} s -> {out}")
             return out
@@ -332,8 +350,8 @@ class _Sweep:
         path = stages.artifact_path(export_dir, fmt)
         return path if path is not None and path.exists() else None
 
-    def evaluate(self, model: str, seed: int, fmt: str, artifact: Path) -> float | None:
-        out = self.eval_json(model, seed, fmt)
+    def evaluate(self, model: str, seed: int, fmt: str, artifact: Path, draw: int = 0) -> float | None:
+        out = self.eval_json(model, seed, fmt, draw)
         if out.exists():
             self.count("eval_reused")
             return float(json.loads(out.read_text())["top1_pct"])
@@ -344,7 +362,8 @@ class _Sweep:
             res["seconds"] = round(time.perf_counter() - t0, 3)
             atomic_write_json(out, res)
             self.count("eval_done")
-            self.log(f"  eval {model} seed {seed} {fmt}: top-1 {res['top1_pct']:.2f} % (n={res.get('n')})")
+            self.log(f"  eval {model} seed {seed}{f' draw {draw}' if draw else ''} {fmt}: top-1 "
+                     f"{res['top1_pct']:.2f} % (n={res.get('n')})")
             return float(res["top1_pct"])
         except Exception as exc:  # noqa: BLE001
             self.fail("eval", model, seed, fmt, None, exc)
@@ -400,7 +419,8 @@ def cli_command(cfg: CurveConfig) -> str:
                         ("--limit-eval", cfg.limit_eval), ("--train-threads", cfg.train_threads),
                         ("--train-jobs", cfg.train_jobs if cfg.train_jobs > 1 else None),
                         ("--qemu-formats", ",".join(cfg.qemu_formats) if cfg.qemu_formats is not None else None),
-                        ("--weights", cfg.weights), ("--calib", cfg.calib)):
+                        ("--weights", cfg.weights), ("--calib", cfg.calib),
+                        ("--calib-draws", cfg.calib_draws if cfg.calib_draws > 1 else None)):
         if value is not None:
             parts += [flag, str(value)]
     if cfg.paper_overlay:
@@ -449,6 +469,8 @@ def run_curve(config: CurveConfig, log: Log | None = None) -> CurveResult:
 def _trained(sweep: _Sweep) -> tuple[list[CurvePoint], dict[tuple[str, str], dict[int, float]]]:
     cfg = sweep.cfg
     per_seed: dict[tuple[str, str], dict[int, float]] = {}
+    # Further calibration draws: (model, INT8 format) -> seed -> top-1 of draws 1.. (draw 0 is per_seed's)
+    more_draws: dict[tuple[str, str], dict[int, list[float]]] = {}
     lat_artifacts: dict[tuple[str, str], tuple[int, Path | str]] = {}
     sweep.train_parallel([(m, s) for m in cfg.models for s in cfg.seeds])
     for model in cfg.models:
@@ -469,6 +491,14 @@ def _trained(sweep: _Sweep) -> tuple[list[CurvePoint], dict[tuple[str, str], dic
                 if acc is not None:
                     per_seed.setdefault((model, fmt), {})[seed] = acc
                 lat_artifacts.setdefault((model, fmt), (seed, art))
+            int8 = [f for f in cfg.formats if FORMATS[f].precision == "int8" and FORMATS[f].file is not None]
+            for draw in range(1, cfg.calib_draws if int8 else 1):
+                draw_dir = sweep.export(model, seed, ckpt, draw)
+                for fmt in int8:
+                    art = sweep.artifact(fmt, ckpt, draw_dir)
+                    acc = sweep.evaluate(model, seed, fmt, art, draw) if art is not None else None
+                    if acc is not None:
+                        more_draws.setdefault((model, fmt), {}).setdefault(seed, []).append(acc)
     points = []
     for model in cfg.models:
         for fmt in cfg.formats:
@@ -476,18 +506,32 @@ def _trained(sweep: _Sweep) -> tuple[list[CurvePoint], dict[tuple[str, str], dic
                 if not sweep.measures(fmt, target):
                     continue
                 points.append(_point(sweep, model, fmt, target, per_seed.get((model, fmt), {}),
-                                     lat_artifacts.get((model, fmt))))
-    return points, per_seed
+                                     lat_artifacts.get((model, fmt)), more_draws.get((model, fmt), {})))
+    return points, _mean_over_draws(per_seed, more_draws)
+
+
+def _mean_over_draws(per_seed: dict[tuple[str, str], dict[int, float]],
+                     more_draws: dict[tuple[str, str], dict[int, list[float]]]) -> dict[tuple[str, str], dict[int, float]]:
+    """Per seed, INT8 top-1 averaged over its calibration draws: what the paired INT8-vs-FP32 table
+    compares with the FP32 top-1 of the same checkpoint (the FP32 artifacts do not depend on the draw)."""
+    out = {key: dict(accs) for key, accs in per_seed.items()}
+    for key, seeds in more_draws.items():
+        for seed, values in seeds.items():
+            if seed in out.get(key, {}):
+                out[key][seed] = sum([out[key][seed], *values]) / (1 + len(values))
+    return out
 
 
 def _point(sweep: _Sweep, model: str, fmt: str, target: str, accs: dict[int, float],
-           lat: tuple[int, Path | str] | None) -> CurvePoint:
+           lat: tuple[int, Path | str] | None, draws: dict[int, list[float]] | None = None) -> CurvePoint:
     cfg = sweep.cfg
     p = CurvePoint(model=model, format=fmt, target=target, input_size=stages.input_size(model))
     reasons = []
     if accs:
-        s = spread([accs[k] for k in sorted(accs)])
-        p.n_seeds, p.seeds = s.n, ";".join(str(k) for k in sorted(accs))
+        # every (seed, calibration draw) top-1 counts once in an INT8 point's spread
+        s = spread([accs[k] for k in sorted(accs)] + [v for k in sorted(draws or {}) for v in draws[k]])
+        p.n_seeds, p.seeds = len(accs), ";".join(str(k) for k in sorted(accs))
+        p.n_draws = 1 + min(len((draws or {}).get(k, [])) for k in accs)  # draws every seed has
         p.acc_mean, p.acc_std, p.acc_min, p.acc_max = s.mean, s.std, s.min, s.max
     missing_seeds = [s for s in cfg.seeds if s not in accs]
     for seed in missing_seeds:
@@ -573,6 +617,10 @@ def _write_outputs(sweep: _Sweep, points: list[CurvePoint], per_seed: dict[tuple
                      + (f" (first {cfg.limit_eval} images)" if cfg.limit_eval else "")
                      + f", spread over seeds {', '.join(map(str, cfg.seeds))}; training budget {budget}"
                      + (f"; checkpoints given in {cfg.weights}" if cfg.weights else ""))
+        if cfg.calib_draws > 1:
+            notes.append(f"INT8 accuracy: spread over {len(cfg.seeds)} seeds x {cfg.calib_draws} calibration draws "
+                         f"of {cfg.calib_count} images each (draw d of seed s calibrates with seed "
+                         f"s + {DRAW_SEED_STEP} d); the paired INT8-vs-FP32 table averages each seed's draws")
         notes.append(f"latency: measured once per (model, format, target) on seed {cfg.seeds[0]}'s artifact "
                      "(latency belongs to the architecture and format, not the seed)")
     if any(is_qemu_target(t) for t in cfg.targets):

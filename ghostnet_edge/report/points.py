@@ -94,6 +94,7 @@ class CurvePoint:
     precision: str = ""
     n_seeds: int = 0
     seeds: str = ""                      # "0;1;2": the seeds whose accuracy went into the spread
+    n_draws: int = 1                     # INT8 calibration draws per seed in the spread (curve --calib-draws)
     acc_mean: float | None = None        # top-1 in percent
     acc_std: float | None = None
     acc_min: float | None = None
