@@ -100,7 +100,8 @@ def register(app: typer.Typer) -> None:
         """Latency of each artifact at batch 1: p50/p90/p99, mean, std, CV, first inference, load, memory."""
         from rich.console import Console
 
-        from ghostnet_edge.runtime.bench import BenchConfig, bench, results_document
+        from ghostnet_edge.runtime.bench import bench, results_document
+        from ghostnet_edge.runtime.config import BenchConfig
         from ghostnet_edge.utils.atomic import atomic_write_json
 
         config = BenchConfig(threads=threads, warmup=warmup, min_runs=min_runs, min_seconds=min_seconds,

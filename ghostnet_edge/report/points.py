@@ -13,7 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import NamedTuple
 
+from ghostnet_edge.errors import ModelError
 from ghostnet_edge.export.artifacts import ARTIFACTS
+from ghostnet_edge.models.registry import parse_model_name as registry_parse_model_name
 from ghostnet_edge.utils.spread import VERDICT_RULE, PairedDiff, paired_differences
 
 
@@ -48,11 +50,8 @@ def parse_model_name(name: str) -> tuple[str, float, bool]:
     """``"ghostnet_cifar_050"`` -> ``("ghostnet", 0.5, True)``; a name the models stage does not know ->
     ``(name, nan, False)``, so a point from an older run still gets a label. The models stage's parser is
     the only one."""
-    from ghostnet_edge.errors import ModelError
-    from ghostnet_edge.models.registry import parse_model_name as parse
-
     try:
-        parsed = parse(name)
+        parsed = registry_parse_model_name(name)
     except ModelError:
         return name, float("nan"), False
     return parsed.arch, parsed.width, parsed.cifar

@@ -243,7 +243,8 @@ def bench_one(artifact: Path | str, fmt: str, target: str, runs: int, warmup: in
     ``artifact`` may be a model name for PyTorch (random weights: eager latency does not depend on them).
     A result whose status is not "ok" raises, so the sweep records it as failed with the runner's reason.
     """
-    from ghostnet_edge.runtime.bench import BenchConfig, bench
+    from ghostnet_edge.runtime.bench import bench
+    from ghostnet_edge.runtime.config import BenchConfig
 
     cfg = BenchConfig(threads=threads, warmup=warmup, min_runs=runs, min_seconds=seconds)
     results = bench([str(artifact)], target, cfg)

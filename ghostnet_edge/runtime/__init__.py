@@ -6,7 +6,8 @@
 - ``stats.py``          percentiles, mean, std, CV, the noisy flag (pure functions)
 - ``artifacts.py``      what a file is: format, precision, model name, preprocessing
 - ``backends/``         ``load_runner(artifact)``: in-process inference for evaluation
-- ``bench.py``          ``BenchConfig``, ``BenchResult``, ``bench(artifacts, target, config)``
+- ``config.py``         ``BenchConfig`` (what to measure) and ``BenchResult`` (what was measured)
+- ``bench.py``          ``bench(artifacts, target, config)``
 - ``evaluate.py``       ``evaluate_artifact(artifact, data, ...)``: top-1/top-5 and agreement
 - ``targets/``          ``parse_target``: host, ssh://..., adb[:serial], qemu-aarch64[:cpu]
 

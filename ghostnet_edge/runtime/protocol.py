@@ -3,7 +3,7 @@
 Every target that runs ``device_runner.py`` (host subprocess, ssh boards, qemu-aarch64) goes through
 these functions, so a result means the same thing wherever it was measured:
 
-- :func:`runner_args` turns a :class:`~ghostnet_edge.runtime.bench.BenchConfig` into the runner's flags;
+- :func:`runner_args` turns a :class:`~ghostnet_edge.runtime.config.BenchConfig` into the runner's flags;
 - :func:`run_streaming` runs a command, forwarding progress lines as they arrive (a target that drops
   mid-run still leaves every line received so far);
 - :func:`parse_runner_output` turns stdout/stderr into one record, rebuilding a *partial* record from
@@ -19,12 +19,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ghostnet_edge.runtime import device_runner as dr
-
-if TYPE_CHECKING:
-    from ghostnet_edge.runtime.bench import BenchConfig
+from ghostnet_edge.runtime.config import BenchConfig
 
 RUNNER_PATH = Path(dr.__file__).resolve()
 INFO_PREFIX = dr.INFO_PREFIX

@@ -14,9 +14,15 @@ def parse_cpu_flags(cpuinfo: str) -> frozenset[str]:
     return frozenset()
 
 
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """This machine's CPU feature flags (empty where ``/proc/cpuinfo`` cannot be read), or those of a
+    ``/proc/cpuinfo`` text, e.g. another machine's or a test's."""
+    return _machine_flags() if cpuinfo is None else parse_cpu_flags(cpuinfo)
+
+
+# Cached apart from cpu_flags so that parsing a given text never evicts this machine's flags.
 @lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """This machine's CPU feature flags (empty where ``/proc/cpuinfo`` cannot be read)."""
+def _machine_flags() -> frozenset[str]:
     try:
         with open("/proc/cpuinfo") as fh:
             return parse_cpu_flags(fh.read())

@@ -29,6 +29,7 @@ import numpy as np
 
 from ghostnet_edge.errors import ExportError, GhostEdgeError, require
 from ghostnet_edge.utils.atomic import atomic_write_bytes
+from ghostnet_edge.utils.cpu import cpu_flags  # looked up here: patch quantize.cpu_flags to fake a CPU
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 ACT_TYPES = ("auto", "int8", "uint8")
@@ -59,14 +60,6 @@ class QuantizeResult:
     pre_processed: bool
 
 
-def cpu_flags(cpuinfo: str | None = None) -> set[str]:
-    """The CPU feature flags of this machine, or of a ``/proc/cpuinfo`` text, lower-case."""
-    from ghostnet_edge.utils.cpu import cpu_flags as machine_flags
-    from ghostnet_edge.utils.cpu import parse_cpu_flags
-
-    return set(machine_flags() if cpuinfo is None else parse_cpu_flags(cpuinfo))
-
-
 def normalize_machine(machine: str) -> str:
     m = machine.lower()
     if m in ("x86_64", "amd64", "x64", "i686", "i386"):
@@ -77,7 +70,7 @@ def normalize_machine(machine: str) -> str:
 
 
 def choose_activation_type(requested: str = "auto", machine: str | None = None,
-                           flags: set[str] | None = None) -> ActivationChoice:
+                           flags: set[str] | frozenset[str] | None = None) -> ActivationChoice:
     """Pick uint8 or int8 activations for ``machine`` (default: this host); see the module docstring."""
     if requested not in ACT_TYPES:
         raise GhostEdgeError(f"unknown activation type {requested!r}",

@@ -35,11 +35,11 @@ from typing import TYPE_CHECKING, Any
 
 from ghostnet_edge.errors import TargetError
 from ghostnet_edge.runtime import protocol
+from ghostnet_edge.runtime.config import BenchConfig
 from ghostnet_edge.runtime.targets.base import ProgressFn, Session, Target
 
 if TYPE_CHECKING:
     from ghostnet_edge.runtime.artifacts import ArtifactInfo
-    from ghostnet_edge.runtime.bench import BenchConfig
 
 REMOTE_DIR = "/data/local/tmp"
 REMOTE_BINARY = f"{REMOTE_DIR}/ghostedge_benchmark_model"

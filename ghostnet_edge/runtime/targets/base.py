@@ -20,9 +20,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ghostnet_edge.runtime.config import BenchConfig
+
 if TYPE_CHECKING:
     from ghostnet_edge.runtime.artifacts import ArtifactInfo
-    from ghostnet_edge.runtime.bench import BenchConfig
 
 ProgressFn = Callable[[int], None]
 

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ghostnet_edge.runtime import protocol
+from ghostnet_edge.runtime.config import BenchConfig
 from ghostnet_edge.runtime.targets.base import ProgressFn, Session, Target
 
 if TYPE_CHECKING:
     from ghostnet_edge.runtime.artifacts import ArtifactInfo
-    from ghostnet_edge.runtime.bench import BenchConfig
 
 # Load + first inference + warm-up get this much time on top of the timed phase's cap.
 SETUP_ALLOWANCE_S = 300.0

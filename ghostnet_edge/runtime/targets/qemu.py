@@ -42,13 +42,13 @@ from typing import TYPE_CHECKING, Any
 
 from ghostnet_edge.errors import TargetError
 from ghostnet_edge.runtime import protocol
+from ghostnet_edge.runtime.config import BenchConfig, BenchResult
 from ghostnet_edge.runtime.qemu import build as qbuild
 from ghostnet_edge.runtime.qemu import sysroot as sr
 from ghostnet_edge.runtime.targets.base import ProgressFn, Session, Target
 
 if TYPE_CHECKING:
     from ghostnet_edge.runtime.artifacts import ArtifactInfo
-    from ghostnet_edge.runtime.bench import BenchConfig, BenchResult
 
 TARGET_PREFIX = "qemu-aarch64"
 GUEST_MAIN = Path(__file__).resolve().parents[1] / "qemu" / "guest_main.py"
@@ -294,7 +294,6 @@ class QemuTarget(Target):
     def run(self, artifact: str | Path, config: BenchConfig | None = None, samples: int = 2) -> BenchResult:
         """Instruction counts on this CPU model and output parity with a host run on the same inputs."""
         from ghostnet_edge.runtime.artifacts import inspect_artifact
-        from ghostnet_edge.runtime.bench import BenchConfig, BenchResult
         from ghostnet_edge.runtime.targets.host import HostTarget
 
         config = (config or BenchConfig()).validate()
@@ -355,7 +354,6 @@ def count_instructions(artifact: str | Path, cpu: str = sr.DEFAULT_CPU, runtime:
     target is not set up or the run failed.
     """
     from ghostnet_edge.runtime.artifacts import inspect_artifact
-    from ghostnet_edge.runtime.bench import BenchConfig
 
     config = BenchConfig(runtime=runtime, xnnpack=xnnpack, threads=1).validate()
     target = QemuTarget(cpu, warmup=warmup, runs=runs)

@@ -34,11 +34,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from ghostnet_edge.errors import TargetError
 from ghostnet_edge.runtime import protocol
+from ghostnet_edge.runtime.config import BenchConfig
 from ghostnet_edge.runtime.targets.base import ProgressFn, Session, Target
 
 if TYPE_CHECKING:
     from ghostnet_edge.runtime.artifacts import ArtifactInfo
-    from ghostnet_edge.runtime.bench import BenchConfig
 
 _HOST_RE = re.compile(r"^[A-Za-z0-9._:%\-]+$")
 _USER_RE = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._\-]*$")
