@@ -130,3 +130,34 @@ def test_unknown_device_is_refused_before_anything_runs(tmp_path: Path):
 
     with pytest.raises(GhostEdgeError, match="--device tpu"):
         TrainConfig(out=tmp_path, device="tpu").validate()
+
+
+@pytest.mark.slow
+def test_gpu_reference_driver_end_to_end_on_a_cpu(cifar_tar: Path, tmp_path: Path):
+    """scripts/gpu_references.py's flow with --device cpu --smoke and a fixed epoch count (the fitting
+    of epochs to a budget is test_epochs_fitted_to_a_budget_use_the_measured_speed): the run, the packed
+    results split into parts that join back into a tar holding a loadable model.pt and the exact command."""
+    import os
+    import subprocess
+    import tarfile
+
+    env = {**os.environ, "GHOSTEDGE_CIFAR_TAR": str(cifar_tar), "PYTHONPATH": str(REPO)}
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_references.py"), "--device", "cpu", "--smoke",
+                           "--budget-s", "400", "--epochs", "3", "--out", str(out), "--work", str(tmp_path / "work"),
+                           "ghostnet_cifar_050:3"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["runs"]["ghostnet_cifar_050-s3"]["finished"] is True
+    joined = tmp_path / "results.tar"
+    joined.write_bytes(b"".join(p.read_bytes() for p in sorted(out.glob("results.tar.part*"))))
+    with tarfile.open(joined) as tar:
+        tar.extractall(tmp_path / "x", filter="data")
+    run = tmp_path / "x" / "gpu-references" / "ghostnet_cifar_050-s3"
+    info = json.loads((run / "run.json").read_text())
+    assert info["command"][:4] == ["ghostedge", "train", "--model", "ghostnet_cifar_050"]
+    assert "--seed" in info["command"] and info["command"][info["command"].index("--seed") + 1] == "3"
+    from ghostnet_edge.models.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(run / "model.pt")
+    assert ckpt.meta["seed"] == 3 and ckpt.meta["epochs_done"] == summary["epochs"]["ghostnet_cifar_050"] == 3
