@@ -15,7 +15,7 @@ import pytest
 
 from ghostnet_edge.cli import main
 from ghostnet_edge.errors import GhostEdgeError
-from ghostnet_edge.report.curve import (
+from ghostnet_edge.pipeline.curve import (
     CurveConfig,
     CurveResult,
     cli_command,
@@ -248,7 +248,7 @@ def test_calibration_draws_spread_int8_points_over_seeds_and_draws(sweep, tmp_pa
     """--calib-draws 2 on the module sweep's checkpoints: each seed gets a second INT8 export calibrated
     with another seed, the INT8 point's spread holds all four (seed, draw) top-1 values, FP32 points keep
     one value per seed, and the paired table compares each seed's mean over draws with its FP32."""
-    from ghostnet_edge.report.curve import DRAW_SEED_STEP
+    from ghostnet_edge.pipeline.curve import DRAW_SEED_STEP
 
     cfg0, _, _ = sweep
     cfg = replace(cfg0, work=tmp_path / "w", targets=("host",), weights=Path(cfg0.work) / "train", calib_draws=2)

@@ -1,4 +1,4 @@
-"""``ghostedge curve`` and ``ghostedge quickstart``: thin wrappers over ``report.curve`` and ``pipeline``.
+"""``ghostedge curve`` and ``ghostedge quickstart``: thin wrappers over ``pipeline.curve`` and ``pipeline.quickstart``.
 
 Only typer and the standard library are imported here; the sweep (torch, TensorFlow, matplotlib...)
 is imported inside the command bodies so ``ghostedge --help`` stays fast.
@@ -120,7 +120,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Sweep models x seeds x formats x targets into the accuracy-vs-latency curve (resumable)."""
         _quiet_tensorflow()
-        from ghostnet_edge.report.curve import CurveConfig, run_curve
+        from ghostnet_edge.pipeline.curve import CurveConfig, run_curve
 
         seed_list = _seeds(seeds)
         cfg = CurveConfig(

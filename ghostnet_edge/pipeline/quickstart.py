@@ -1,6 +1,6 @@
 """The README's main job: the whole pipeline on a built-in default, in a few minutes on 2 cores.
 
-It is :func:`ghostnet_edge.report.curve.run_curve` with a small configuration, not separate code:
+It is :func:`ghostnet_edge.pipeline.curve.run_curve` with a small configuration, not separate code:
 train a small GhostNet at two widths (0.35x, 0.5x) on scikit-learn's bundled 8x8 digits (scaled
 to 32x32; ships inside an installed package, nothing is downloaded) for a few seeds, export ONNX and
 TFLite FP32 + INT8 calibrated on the training split, evaluate every artifact, measure host latency
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ghostnet_edge.report.curve import CurveConfig, CurveResult, Log, run_curve
+from ghostnet_edge.pipeline.curve import CurveConfig, CurveResult, Log, run_curve
 from ghostnet_edge.report.points import is_qemu_target
 from ghostnet_edge.utils.atomic import atomic_write_text
 

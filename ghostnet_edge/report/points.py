@@ -1,6 +1,6 @@
 """The points of the accuracy-vs-latency curve, and their CSV and Markdown forms.
 
-Pure functions over plain data: the sweep (``report.curve``) builds :class:`CurvePoint` objects from
+Pure functions over plain data: the sweep (``pipeline.curve``) builds :class:`CurvePoint` objects from
 its work folder, and everything here turns them into files, so tests can drive the tables with
 synthetic points and no torch.
 """

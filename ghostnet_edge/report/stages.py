@@ -1,6 +1,6 @@
 """The sweep's calls into the other stages (models, train, export, runtime), one small function each.
 
-Everything the curve needs from another stage goes through here, so ``report.curve`` reads as the
+Everything the curve needs from another stage goes through here, so ``pipeline.curve`` reads as the
 sweep's logic and the bridging to each stage's actual API lives in one file.
 """
 
