@@ -617,8 +617,9 @@ def _write_outputs(sweep: _Sweep, points: list[CurvePoint], per_seed: dict[tuple
                                             if cfg.limit_train else " on the whole training split")
         notes.append(f"accuracy: top-1 % on the eval split of `{cfg.data}`"
                      + (f" (first {cfg.limit_eval} images)" if cfg.limit_eval else "")
-                     + f", spread over seeds {', '.join(map(str, cfg.seeds))}; training budget {budget}"
-                     + (f"; checkpoints given in {cfg.weights}" if cfg.weights else ""))
+                     + f", spread over seeds {', '.join(map(str, cfg.seeds))}; "
+                     + (f"checkpoints given in {cfg.weights} (trained elsewhere: --epochs does not apply)"
+                        if cfg.weights else f"training budget {budget}"))
         if cfg.calib_draws > 1:
             notes.append(f"INT8 accuracy: spread over {len(cfg.seeds)} seeds x {cfg.calib_draws} calibration draws "
                          f"of {cfg.calib_count} images each (draw d of seed s calibrates with seed "
