@@ -112,7 +112,7 @@ def main() -> None:
 
     calib = None
     if args.export or args.qemu:
-        from ghostnet_edge.report.stages import calibration_folder
+        from ghostnet_edge.pipeline.stages import calibration_folder
 
         calib = calibration_folder("cifar10", Path(tempfile.mkdtemp()) / "calib", 160)
 

@@ -121,7 +121,7 @@ def test_second_run_reuses_everything_through_the_cli(sweep, capsys: pytest.Capt
 @pytest.mark.slow
 @pytest.mark.qemu
 def test_emulated_arm_point_is_an_instruction_count(sweep) -> None:
-    from ghostnet_edge.report import stages
+    from ghostnet_edge.pipeline import stages
     from ghostnet_edge.report.points import QEMU_X_LABEL
 
     if not stages.qemu_available():
@@ -187,7 +187,7 @@ def test_latency_only_pairs_measured_latency_with_published_accuracy(tmp_path: P
 
 @pytest.mark.slow
 def test_interrupted_sweep_resumes_without_losing_finished_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ghostnet_edge.report import stages
+    from ghostnet_edge.pipeline import stages
 
     cfg = CurveConfig(models=(MODEL,), seeds=(0, 1), formats=("torch",), targets=("host",), data="digits",
                       work=tmp_path / "w", epochs=1, limit_train=100, limit_eval=50, bench_runs=3,
@@ -221,7 +221,7 @@ def test_calibration_folder_is_a_seeded_draw_of_the_training_split(tmp_path: Pat
     from PIL import Image
 
     from ghostnet_edge.data.datasets import CIFAR10_CLASSES
-    from ghostnet_edge.report.stages import DONE_MARKER, calibration_folder
+    from ghostnet_edge.pipeline.stages import DONE_MARKER, calibration_folder
 
     monkeypatch.setenv("GHOSTEDGE_CIFAR_TAR", str(cifar_tar))
     out = calibration_folder("cifar10", tmp_path / "calib", 40, seed=0)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ghostnet_edge.errors import GhostEdgeError
-from ghostnet_edge.report import stages
+from ghostnet_edge.pipeline import stages
 from ghostnet_edge.report.curve import write_curve
 from ghostnet_edge.report.paper import LATENCY_ONLY_MODELS, published_accuracy
 from ghostnet_edge.report.plot import PlotOptions

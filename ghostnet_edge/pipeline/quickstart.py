@@ -52,7 +52,7 @@ class QuickstartResult:
 
 def default_targets() -> tuple[str, ...]:
     """``host``, plus ``qemu-aarch64`` when the emulator and its sysroot are installed."""
-    from ghostnet_edge.report import stages
+    from ghostnet_edge.pipeline import stages
 
     return ("host", "qemu-aarch64") if stages.qemu_available() else ("host",)
 
