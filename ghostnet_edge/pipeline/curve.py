@@ -638,12 +638,15 @@ def _write_outputs(sweep: _Sweep, points: list[CurvePoint], per_seed: dict[tuple
     y_label = "published ImageNet top-1 (%), paper" if cfg.latency_only else "top-1 accuracy (%)"
     note = ("accuracy: published (paper); latency/instructions measured here on random-init weights"
             if cfg.latency_only else f"latency measured on seed {cfg.seeds[0]}'s artifact; accuracy over seeds "
-            f"{', '.join(map(str, cfg.seeds))}")
+            f"{', '.join(map(str, cfg.seeds))}"
+            + (f" (INT8: x {cfg.calib_draws} calibration draws each)" if cfg.calib_draws > 1 else ""))
     overlay = cfg.paper_overlay and all(stages.input_size(m) == 224 for m in cfg.models)
     if cfg.paper_overlay and not overlay:
         sweep.log("  note: --paper-overlay skipped: the paper's points are ImageNet 224x224; some models here are not")
     files = write_curve(work, points, rows, ctx, PlotOptions(title=title, y_label=y_label, paper_overlay=overlay,
-                                                             note=note, spread_legend=not cfg.latency_only))
+                                                             note=note, spread_legend=not cfg.latency_only,
+                                                             spread_over="seeds" if cfg.calib_draws == 1 else
+                                                             "seeds (INT8: seeds x calibration draws)"))
     sweep.log(f"wrote {files.csv}, {files.markdown}, {files.png}, {files.svg}"
               + (f"; {len(sweep.failures)} failed step(s) in {sweep.failures_path}" if sweep.failures else ""))
     return CurveResult(work=work, points=points, failures=list(sweep.failures), csv=files.csv, markdown=files.markdown,

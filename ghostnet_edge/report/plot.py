@@ -45,6 +45,7 @@ class PlotOptions:
     y_label: str = "top-1 accuracy (%)"
     paper_overlay: bool = False
     spread_legend: bool = True    # False when accuracies are published single numbers (no seeds)
+    spread_over: str = "seeds"    # what a spread is taken over, e.g. "seeds x calibration draws" for INT8
     note: str = ""            # extra footnote line, e.g. "latency measured once per model on seed 0"
 
 
@@ -92,9 +93,9 @@ def draw_curve(points: Sequence[CurvePoint], png: Path | str, svg: Path | str | 
                   Line2D([], [], color="k", marker="o", markerfacecolor="none", linestyle="--",
                          label="INT8 (hollow, dashed)")]
         if opts.spread_legend:
-            legend += [Line2D([], [], color="k", linewidth=3, alpha=0.5, label="± 1 std over seeds"),
+            legend += [Line2D([], [], color="k", linewidth=3, alpha=0.5, label=f"± 1 std over {opts.spread_over}"),
                        Line2D([], [], color="k", linewidth=0.8, marker="_", markersize=8,
-                              label="min–max over seeds")]
+                              label=f"min–max over {opts.spread_over}")]
         fams = sorted({p.family for p in pts if p.plottable})
         legend += [Line2D([], [], color=FAMILY_COLORS.get(f, "grey"), linewidth=2, label=f) for f in fams]
         if opts.paper_overlay:
