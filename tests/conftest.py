@@ -82,3 +82,15 @@ def cifar_images(cifar_tar: Path, tmp_path_factory: pytest.TempPathFactory):
         return made[per_class, split]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def qemu_sysroot():
+    """The emulated-ARM sysroot's status; the test is skipped, with the command that builds it, when absent."""
+    from ghostnet_edge.errors import TargetError
+    from ghostnet_edge.runtime.qemu import sysroot as sr
+
+    try:
+        return sr.check_sysroot()
+    except TargetError as exc:
+        pytest.skip(f"qemu-aarch64 target not set up ({exc.message}); run: {sr.BUILD_COMMAND}")

@@ -30,7 +30,6 @@ from typing import Any
 
 import pytest
 
-from ghostnet_edge.errors import TargetError
 from ghostnet_edge.runtime import device_runner as dr
 from ghostnet_edge.runtime import op_profile
 from ghostnet_edge.runtime import profile as prof
@@ -75,11 +74,8 @@ def ghostnet128(tmp_path_factory: pytest.TempPathFactory, imagenet_samples: Path
 
 
 @pytest.fixture(scope="module")
-def qemu_ready() -> sr.SysrootStatus:
-    try:
-        return sr.check_sysroot()
-    except TargetError as exc:
-        pytest.skip(f"qemu-aarch64 target not set up ({exc.message}); run: {sr.BUILD_COMMAND}")
+def qemu_ready(qemu_sysroot: sr.SysrootStatus) -> sr.SysrootStatus:
+    return qemu_sysroot
 
 
 def _profile(path: Path, config: BenchConfig = FAST, target: str = "host") -> Any:

@@ -28,11 +28,8 @@ MODEL = "ghostnet_cifar_050"
 
 
 @pytest.fixture(scope="module")
-def status() -> sr.SysrootStatus:
-    try:
-        return sr.check_sysroot()
-    except TargetError as exc:
-        pytest.skip(f"qemu-aarch64 target not set up ({exc.message}); run: {sr.BUILD_COMMAND}")
+def status(qemu_sysroot: sr.SysrootStatus) -> sr.SysrootStatus:
+    return qemu_sysroot
 
 
 @pytest.fixture(scope="module")

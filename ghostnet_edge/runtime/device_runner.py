@@ -192,28 +192,39 @@ def model_format(path: str) -> str:
                       "pass a .tflite or .onnx file written by `ghostedge export`")
 
 
-def _tflite_check():
-    """``tflite_check.py``, the flatbuffer verifier (standard library only) that ships beside this file."""
-    if __package__:  # imported as ghostnet_edge.runtime.device_runner
-        from . import tflite_check
+def _sibling(name: str):
+    """The module ``NAME.py`` that ships beside this file, or None when it is not there.
 
-        return tflite_check
-    # Run as a script (host, boards) or imported from its folder (qemu guest): load exactly the file
-    # next to this one, whatever else sys.path holds.
-    mod = sys.modules.get("ghostedge_tflite_check")
+    Imported from the package, it is the package's module; run as a script (host, boards) or imported
+    from its folder (qemu guest), exactly the file next to this one is loaded, whatever else sys.path holds.
+    """
+    if __package__:  # imported as ghostnet_edge.runtime.device_runner
+        import importlib
+
+        return importlib.import_module(f"{__package__}.{name}")
+    alias = f"ghostedge_{name}"
+    mod = sys.modules.get(alias)
     if mod is None:
-        here = os.path.dirname(os.path.abspath(__file__))
-        path = os.path.join(here, "tflite_check.py")
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
         if not os.path.isfile(path):
-            raise RunnerError(f"tflite_check.py is missing from {here}, so .tflite files cannot be verified",
-                              "copy ghostnet_edge/runtime/tflite_check.py next to device_runner.py",
-                              EXIT_MISSING, "runner")
+            return None
         import importlib.util
 
-        spec = importlib.util.spec_from_file_location("ghostedge_tflite_check", path)
+        spec = importlib.util.spec_from_file_location(alias, path)
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
-        sys.modules["ghostedge_tflite_check"] = mod
+        sys.modules[alias] = mod
+    return mod
+
+
+def _tflite_check():
+    """``tflite_check.py``, the flatbuffer verifier (standard library only) that ships beside this file."""
+    mod = _sibling("tflite_check")
+    if mod is None:
+        here = os.path.dirname(os.path.abspath(__file__))
+        raise RunnerError(f"tflite_check.py is missing from {here}, so .tflite files cannot be verified",
+                          "copy ghostnet_edge/runtime/tflite_check.py next to device_runner.py",
+                          EXIT_MISSING, "runner")
     return mod
 
 
@@ -464,23 +475,7 @@ PROFILE_WARMUP = 3
 
 def _op_profile():
     """``op_profile.py``, the per-operator profiler that ships beside this file (loaded only for --profile)."""
-    if __package__:  # imported as ghostnet_edge.runtime.device_runner
-        from . import op_profile
-
-        return op_profile
-    mod = sys.modules.get("ghostedge_op_profile")
-    if mod is None:
-        here = os.path.dirname(os.path.abspath(__file__))
-        path = os.path.join(here, "op_profile.py")
-        if not os.path.isfile(path):
-            return None
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("ghostedge_op_profile", path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        sys.modules["ghostedge_op_profile"] = mod
-    return mod
+    return _sibling("op_profile")
 
 
 def profile_ops(args: argparse.Namespace, model: Model, native) -> dict:

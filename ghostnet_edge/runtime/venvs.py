@@ -35,7 +35,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -353,6 +353,20 @@ def ensure_venv(python: PythonInfo, specs: Sequence[str], *, label: str, kind: s
     reason = _nowheel(root, key)
     if reason is not None:
         raise NoWheelError(reason, "use another Python for this combination")
+
+    def build(folder: Path) -> dict[str, Any]:
+        return _build(python, specs, folder, label, wheel_check, forbidden, t0)
+
+    return _build_and_publish(root, key, t0, build, remember_nowheel=bool(wheel_check and "==" in wheel_check))
+
+
+def _build_and_publish(root: Path, key: str, t0: float, build: Callable[[Path], dict[str, Any]],
+                       remember_nowheel: bool = False) -> Venv:
+    """Under the key's lock: reuse what another process published meanwhile, else ``build`` a venv in a
+    fresh hidden folder (removed again if the build fails) and publish it as ``root/key``.
+
+    ``remember_nowheel``: a :class:`NoWheelError` is written down, so the next call fails at once.
+    """
     root.mkdir(parents=True, exist_ok=True)
     with file_lock(root / f".{key}.lock"):
         found = _published(root / key)          # another process may have built it while we waited
@@ -362,10 +376,10 @@ def ensure_venv(python: PythonInfo, specs: Sequence[str], *, label: str, kind: s
         _remove_leftovers(root, key, current)
         folder = root / f".{key}.{uuid.uuid4().hex[:8]}"
         try:
-            manifest = _build(python, specs, folder, label, wheel_check, forbidden, t0)
+            manifest = build(folder)
         except NoWheelError as exc:
             shutil.rmtree(folder, ignore_errors=True)
-            if wheel_check and "==" in wheel_check:
+            if remember_nowheel:
                 _write_atomic(root / f"{key}.nowheel", exc.message + "\n")
             raise
         except BaseException:
@@ -442,45 +456,34 @@ def torch_tool_venv(python: PythonInfo, specs: Sequence[str], *, label: str, tor
     found = _published(root / key)
     if found is not None:
         return Venv(root / key, found[0], found[1], False, time.perf_counter() - t0)
-    root.mkdir(parents=True, exist_ok=True)
-    with file_lock(root / f".{key}.lock"):
-        found = _published(root / key)
-        if found is not None:
-            return Venv(root / key, found[0], found[1], False, time.perf_counter() - t0)
-        current = (root / key).resolve() if (root / key).is_symlink() else None
-        _remove_leftovers(root, key, current)
-        folder = root / f".{key}.{uuid.uuid4().hex[:8]}"
-        what = f"the {label} venv for Python {python.version}"
-        try:
-            done = subprocess.run([str(python.executable), "-m", "venv", "--without-pip", str(folder)],
-                                  capture_output=True, text=True, timeout=300, env=clean_env())
-            if done.returncode != 0:
-                raise VenvError(f"{what}: python -m venv failed: {_tail(done.stderr, 3)}",
-                                "install the venv module for this Python (Debian: apt-get install python3-venv)")
-            venv_python = folder / "bin" / "python"
-            base = ["--python", str(venv_python), "install", "--only-binary=:all:", "--no-input", "-q",
-                    "--find-links", str(find_links)]
-            constraints = folder / "ghostedge-constraints.txt"
-            constraints.write_text(torch_pin + "\n")
-            base += ["--constraint", str(constraints)]
-            _pip(python, [*base, torch_pin], f"{what} ({torch_pin} from {find_links})")
-            _pip(python, [*base, *specs], what)
-            installed = _installed(venv_python)
-            want = torch_pin.split("==", 1)[1]
-            if installed.get("torch") != want:
-                raise VenvError(f"{what}: torch {installed.get('torch')} got installed instead of {want}",
-                                f"check the pins {list(specs)}")
-            manifest = {
-                "complete": True, "layout": LAYOUT_VERSION, "label": label, "specs": [torch_pin, *specs],
-                "python": str(python.executable), "python_version": python.version, "wheel_checked": None,
-                "installed": installed, "build_seconds": round(time.perf_counter() - t0, 1),
-                "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            }
-            _write_atomic(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-        _publish(root, key, folder)
-        if current is not None and current != folder:
-            shutil.rmtree(current, ignore_errors=True)
-    return Venv(root / key, root / key / "bin" / "python", manifest, True, time.perf_counter() - t0)
+    what = f"the {label} venv for Python {python.version}"
+
+    def build(folder: Path) -> dict[str, Any]:
+        done = subprocess.run([str(python.executable), "-m", "venv", "--without-pip", str(folder)],
+                              capture_output=True, text=True, timeout=300, env=clean_env())
+        if done.returncode != 0:
+            raise VenvError(f"{what}: python -m venv failed: {_tail(done.stderr, 3)}",
+                            "install the venv module for this Python (Debian: apt-get install python3-venv)")
+        venv_python = folder / "bin" / "python"
+        base = ["--python", str(venv_python), "install", "--only-binary=:all:", "--no-input", "-q",
+                "--find-links", str(find_links)]
+        constraints = folder / "ghostedge-constraints.txt"
+        constraints.write_text(torch_pin + "\n")
+        base += ["--constraint", str(constraints)]
+        _pip(python, [*base, torch_pin], f"{what} ({torch_pin} from {find_links})")
+        _pip(python, [*base, *specs], what)
+        installed = _installed(venv_python)
+        want = torch_pin.split("==", 1)[1]
+        if installed.get("torch") != want:
+            raise VenvError(f"{what}: torch {installed.get('torch')} got installed instead of {want}",
+                            f"check the pins {list(specs)}")
+        manifest = {
+            "complete": True, "layout": LAYOUT_VERSION, "label": label, "specs": [torch_pin, *specs],
+            "python": str(python.executable), "python_version": python.version, "wheel_checked": None,
+            "installed": installed, "build_seconds": round(time.perf_counter() - t0, 1),
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        _write_atomic(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        return manifest
+
+    return _build_and_publish(root, key, t0, build)
