@@ -68,10 +68,25 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     Capped at +-``SQNR_CAP_DB``: identical tensors give the cap, an all-zero reference minus it.
     """
     ref = np.asarray(reference, dtype=np.float64)
-    signal = float(np.sum(ref ** 2))
-    noise = float(np.sum((ref - np.asarray(test, dtype=np.float64)) ** 2))
-    if noise == 0.0:
+    return db_from_sums(float(np.sum(ref ** 2)), float(np.sum((ref - np.asarray(test, dtype=np.float64)) ** 2)))
+
+
+def db_from_sums(signal_sq: float, noise_sq: float) -> float:
+    """``10 log10(signal_sq / noise_sq)`` capped at +-``SQNR_CAP_DB`` (no noise: the cap; no signal: minus it)."""
+    if noise_sq <= 0.0:
         return SQNR_CAP_DB
-    if signal == 0.0:
+    if signal_sq <= 0.0:
         return -SQNR_CAP_DB
-    return max(-SQNR_CAP_DB, min(SQNR_CAP_DB, 10.0 * math.log10(signal / noise)))
+    return max(-SQNR_CAP_DB, min(SQNR_CAP_DB, 10.0 * math.log10(signal_sq / noise_sq)))
+
+
+def square_sums(reference: np.ndarray, test: np.ndarray) -> tuple[float, float]:
+    """``(sum ref^2, sum (ref - test)^2)`` of one batch, for SQNRs summed over batches.
+
+    float32 BLAS dot products: a per-layer report reads every activation of every image (hundreds of MB
+    at 224x224), where float64 copies cost more than the models' own run. float32 accumulation errs by
+    well under 1e-3 relative here, i.e. under 0.005 dB, below the 0.01 dB a report shows.
+    """
+    ref = np.ascontiguousarray(reference, dtype=np.float32).reshape(-1)
+    diff = ref - np.asarray(test, dtype=np.float32).reshape(-1)
+    return float(np.dot(ref, ref)), float(np.dot(diff, diff))

@@ -16,6 +16,11 @@ FORMATS = ("onnx", "tflite")
 DEFAULT_NUM_CALIB = 256
 DEFAULT_NUM_VERIFY = 32
 DEFAULT_REPORT_IMAGES = 32  # benchmarks/layer_report.py: worst-5 layers stable at 32 images, not at 8
+# ...of 32x32 pixels. What steadies a layer's SQNR is the number of activation values, which grows with
+# the image's area, while the report's cost grows with it too: larger inputs use fewer images, as many
+# as fit 8 images of 224x224 (still 12x the values of 32 CIFAR images), and never fewer than 4.
+REPORT_PIXEL_BUDGET = 8 * 224 * 224
+MIN_REPORT_IMAGES = 4
 DEFAULT_TOLERANCE = 1e-4          # FP32: max |logit difference| to PyTorch, relative above |logit| 1
 DEFAULT_MIN_AGREEMENT = 0.8       # INT8: top-1 agreement with PyTorch on the held-out images
 DEFAULT_OUT = Path("ghostedge-export")
@@ -55,3 +60,10 @@ class ExportConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+def report_image_count(requested: int, input_hw: tuple[int, int], available: int) -> int:
+    """Images the per-layer reports use: ``requested``, capped by the pixel budget and by ``available``."""
+    h, w = input_hw
+    fit = max(MIN_REPORT_IMAGES, REPORT_PIXEL_BUDGET // max(1, h * w))
+    return max(1, min(requested, fit, available))

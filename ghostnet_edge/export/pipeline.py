@@ -18,6 +18,7 @@ passed (:func:`~ghostnet_edge.utils.atomic.atomic_dir`): a failed check or a cra
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -34,7 +35,14 @@ from typing import Any
 
 import numpy as np
 
-from ghostnet_edge.errors import DataError, ExportError, GhostEdgeError, ModelError, require
+from ghostnet_edge.errors import (
+    DataError,
+    ExportError,
+    GhostEdgeError,
+    MissingDependencyError,
+    ModelError,
+    require,
+)
 from ghostnet_edge.export.artifacts import LABELS, ONNX_FP32, ONNX_INT8, TFLITE_FP32, TFLITE_INT8
 from ghostnet_edge.export.config import (  # noqa: F401 (ExportConfig and the defaults are part of this module's API)
     DEFAULT_NUM_CALIB,
@@ -42,6 +50,7 @@ from ghostnet_edge.export.config import (  # noqa: F401 (ExportConfig and the de
     DEFAULT_REPORT_IMAGES,
     FORMATS,
     ExportConfig,
+    report_image_count,
 )
 
 log = logging.getLogger(__name__)
@@ -166,8 +175,31 @@ def validate_config(cfg: ExportConfig) -> ExportConfig:
     return cfg
 
 
+# TensorFlow takes ~4 s to import, and only the TFLite converter needs it: the check only looks it up,
+# and the TFLite worker thread imports it while the main thread preprocesses and exports ONNX.
+_IMPORTED_IN_WORKER = frozenset({"tensorflow"})
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a None entry in sys.modules, a broken parent package
+        return False
+
+
+def _import_tensorflow() -> None:
+    """The TFLite worker's first job (see ``_IMPORTED_IN_WORKER``); its chatter stays off the terminal."""
+    from ghostnet_edge.utils.native_stderr import quiet_framework_import
+
+    with quiet_framework_import("tensorflow"):
+        require("tensorflow", "tensorflow", "the TFLite export")
+
+
 def check_dependencies(cfg: ExportConfig) -> dict[str, str]:
-    """Import every converter/runtime this export will need now, so a missing one fails in seconds."""
+    """Import every converter/runtime this export will need now, so a missing one fails in seconds
+    (TensorFlow is only looked up here; see ``_IMPORTED_IN_WORKER``)."""
     need = [("torch", "torch", "loading the model"), ("onnx", "onnx", "the ONNX export"),
             ("onnxsim", "onnxsim", "simplifying the ONNX graph"),
             ("onnxruntime", "onnxruntime", "checking ONNX models and INT8 quantization")]
@@ -180,6 +212,10 @@ def check_dependencies(cfg: ExportConfig) -> dict[str, str]:
     from ghostnet_edge.utils.native_stderr import quiet_framework_import
 
     for module, package, purpose in need:
+        if module in _IMPORTED_IN_WORKER:
+            if not _installed(module):
+                raise MissingDependencyError(module, package, purpose)
+            continue
         with quiet_framework_import(module):
             require(module, package, purpose)
     if "tflite" in cfg.formats:
@@ -443,6 +479,27 @@ def export_artifacts(config: ExportConfig) -> ExportReport:
 
 def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: list[str],
          loaded: tuple[Any, Any, dict[str, Any], bool], calib_set: Any, verify_set: Any) -> ExportReport:
+    from ghostnet_edge.export.onnx import verify as ov
+
+    work = staging / ".work"
+    work.mkdir()
+    threads = cfg.threads or ov.default_threads()
+    # The TFLite converter runs on one core in a worker thread (see the INT8 section below); with 2+
+    # threads the worker starts now, importing TensorFlow while this thread preprocesses and exports ONNX.
+    parallel = "tflite" in cfg.formats and threads >= 2
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tflite") if parallel else None
+    try:
+        if pool is not None:
+            pool.submit(_import_tensorflow)
+        return _run_stages(cfg, staging, out, timer, warnings, loaded, calib_set, verify_set, work, threads, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)  # never leave the converter writing into a folder being removed
+
+
+def _run_stages(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: list[str],
+                loaded: tuple[Any, Any, dict[str, Any], bool], calib_set: Any, verify_set: Any, work: Path,
+                threads: int, pool: ThreadPoolExecutor | None) -> ExportReport:
     import torch
 
     from ghostnet_edge.calib import calibration_tensors
@@ -454,9 +511,6 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
     from ghostnet_edge.utils.atomic import atomic_write_json, atomic_write_text
     from ghostnet_edge.utils.versions import package_versions
 
-    work = staging / ".work"
-    work.mkdir()
-    threads = cfg.threads or ov.default_threads()
     model, spec, meta, trained = loaded
     input_size = tuple(spec.input_size)
     pre = Preprocess.from_spec(spec)
@@ -496,7 +550,7 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
     sections: list[dict[str, Any]] = []
     quantization: dict[str, Any] | None = None
     enforce_int8 = trained
-    n_report = max(1, min(cfg.report_images, len(xv)))
+    n_report = report_image_count(cfg.report_images, tuple(input_size[-2:]), len(xv))
     onnx_meta = {"ghostedge.labels": json.dumps(labels), "ghostedge.preprocessing": json.dumps(prep_desc, sort_keys=True),
                  "ghostedge.model": spec.name, "ghostedge.input_layout": "NCHW"}
 
@@ -556,21 +610,40 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
         raise ExportError(f"the intermediate ONNX model failed its check: {check.reason}", _fail_hint("fp32", "onnx"))
 
     # ---- INT8 ONNX and TFLite, side by side ---------------------------------------------------------
-    # TFLite's converter calibrates on one core (measured: CPU time ~ wall time), so with 2+ threads it
-    # runs in a worker thread while onnxruntime quantizes on the remaining cores. Both only read the
-    # verified FP32 ONNX file and write their own files; the results do not depend on the overlap.
-    parallel = "tflite" in cfg.formats and threads >= 2
+    # One calibration pass (onnxruntime over the verified FP32 ONNX, every thread) gives the activation
+    # ranges both quantizers use, so the two INT8 models share them. The TFLite converter (one core)
+    # translates and converts FP32 in a worker thread meanwhile, and waits for the ranges only for INT8.
+    # Both only read the verified FP32 ONNX file and write their own files; the results do not depend
+    # on the overlap.
+    from concurrent.futures import Future
+
+    parallel = pool is not None
     ort_threads = max(1, threads - 1) if parallel else threads
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tflite") if parallel else None
     t_fp32 = staging / TFLITE_FP32
     t_int8 = staging / TFLITE_INT8 if cfg.int8 else None
-    tflite_args = (onnx_fp32, t_fp32, t_int8, xc, cfg, labels, {**prep_desc, "layout": "NHWC"})
+    ranges_ready: Future = Future()
+    tflite_args = (onnx_fp32, t_fp32, t_int8, xc, cfg, labels, {**prep_desc, "layout": "NHWC"},
+                   lambda: ranges_ready.result().ranges)
     region_cpu0, region_t0 = time.process_time(), time.perf_counter()
+    calibration_ranges = None
+    tflite_job = None
     try:
         tflite_job = pool.submit(_convert_tflite, *tflite_args) if pool is not None else None
+        if cfg.int8:
+            from ghostnet_edge.calib.ranges import collect_ranges
+
+            try:
+                with timer.stage("calibration_ranges", cpu=not parallel):
+                    calibration_ranges = collect_ranges(onnx_fp32, xc, cfg.calib_method, threads,
+                                                        use_cache=cfg.use_cache)
+            except BaseException as exc:
+                ranges_ready.set_exception(exc)
+                raise
+            ranges_ready.set_result(calibration_ranges)
         if cfg.int8 and "onnx" in cfg.formats:
             quantization = _onnx_int8(cfg, staging, work, onnx_fp32, xc, xv, yv, ref, val, onnx_meta, ort_threads,
-                                      enforce_int8, n_report, timer, sections, _keep, cpu=not parallel)
+                                      enforce_int8, n_report, timer, sections, _keep, cpu=not parallel,
+                                      ranges=calibration_ranges)
         tflite_res = None
         if tflite_job is not None:
             tflite_res, wall = tflite_job.result()
@@ -579,8 +652,11 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
             with timer.stage("tflite_convert"):
                 tflite_res, _ = _convert_tflite(*tflite_args)
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True)  # never leave the converter writing into a folder being removed
+        if not ranges_ready.done():
+            ranges_ready.set_exception(ExportError("the export stopped before calibration", "run it again"))
+        if tflite_job is not None and not tflite_job.done():
+            with contextlib.suppress(Exception):
+                tflite_job.result()  # never leave the converter writing into a folder being removed
     if parallel:
         timer.cpu["int8_onnx+tflite_convert (parallel)"] = time.process_time() - region_cpu0
         timer.timings["int8_onnx+tflite_convert (parallel)"] = time.perf_counter() - region_t0
@@ -615,7 +691,7 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
                 tqcheck = ov.check_int8(TFLITE_INT8, ref, out_tq, cfg.min_agreement, yv,
                                         enforce=enforce_int8)
             with timer.stage("tflite_int8_layer_report"):
-                tl = per_layer_sqnr(t_int8, t_fp32, xv[:n_report])
+                tl = per_layer_sqnr(t_int8, t_fp32, xv[:n_report], num_threads=threads)
                 sections.append(rp.artifact_section(TFLITE_INT8, rp.tflite_layer_rows(tl),
                                                     tqcheck.to_dict(), n_report))
             _keep(TFLITE_INT8, "tflite", "int8", tqcheck)
@@ -633,6 +709,13 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
         if calib_set is not None:
             calibration = {**calib_set.summary(), "method": cfg.calib_method, "seed": cfg.seed,
                            "root": str(calib_set.root)}
+            if calibration_ranges is not None:
+                calibration["ranges"] = {
+                    "collected_by": f"onnxruntime {cfg.calib_method} calibrator over {ONNX_FP32}, one pass",
+                    "tensors": len(calibration_ranges.ranges), "cache_key": calibration_ranges.key,
+                    "cache_hit": calibration_ranges.cache_hit,
+                    "onnx_int8": "these ranges" if "onnx" in cfg.formats and cfg.max_drop is None else None,
+                    "tflite_int8": tflite_res.ranges_source if tflite_res is not None else None}
         if sections:
             qr = rp.build_quant_report(sections, calibration or {})
             atomic_write_json(staging / "quant_report.json", qr)
@@ -686,8 +769,12 @@ def _tflite_budget(cfg: ExportConfig, staging: Path, onnx_fp32: Path, t_fp32: Pa
 
 
 def _convert_tflite(onnx_fp32: Path, t_fp32: Path, t_int8: Path | None, xc: np.ndarray | None,
-                    cfg: ExportConfig, labels: list[str], prep: dict[str, Any]) -> tuple[Any, float]:
-    """The TFLite stage's converter (FP32 and, with ``t_int8``, full-integer INT8); returns (result, wall s)."""
+                    cfg: ExportConfig, labels: list[str], prep: dict[str, Any],
+                    ranges: Any = None) -> tuple[Any, float]:
+    """The TFLite stage's converter (FP32 and, with ``t_int8``, full-integer INT8); returns (result, wall s).
+
+    ``ranges`` is a callable giving the shared calibration ranges, called only when INT8 needs them.
+    """
     from ghostnet_edge.export.tflite.convert import convert_onnx_to_tflite
     from ghostnet_edge.utils.native_stderr import quiet_native_stderr
 
@@ -697,14 +784,14 @@ def _convert_tflite(onnx_fp32: Path, t_fp32: Path, t_int8: Path | None, xc: np.n
     with quiet_native_stderr(enabled=not os.environ.get("GHOSTEDGE_VERBOSE")):
         res = convert_onnx_to_tflite(onnx_fp32, t_fp32, t_int8, representative=xc if t_int8 is not None else None,
                                      io_dtype=cfg.io_dtype, per_channel=cfg.per_channel, labels=labels,
-                                     preprocessing=prep)
+                                     preprocessing=prep, ranges=ranges if t_int8 is not None else None)
     return res, time.perf_counter() - t0
 
 
 def _onnx_int8(cfg: ExportConfig, staging: Path, work: Path, onnx_fp32: Path, xc: np.ndarray, xv: np.ndarray,
                yv: np.ndarray | None, ref: np.ndarray, val: tuple[np.ndarray, np.ndarray] | None,
                onnx_meta: dict[str, str], threads: int, enforce: bool, n_report: int, timer: _Timer,
-               sections: list[dict[str, Any]], keep: Any, cpu: bool) -> dict[str, Any]:
+               sections: list[dict[str, Any]], keep: Any, cpu: bool, ranges: Any = None) -> dict[str, Any]:
     """Quantize (onnxruntime QDQ, or NNCF with accuracy control), check, and report per layer."""
     from ghostnet_edge.export import report as rp
     from ghostnet_edge.export.onnx import verify as ov
@@ -725,7 +812,7 @@ def _onnx_int8(cfg: ExportConfig, staging: Path, work: Path, onnx_fp32: Path, xc
             from ghostnet_edge.export.onnx.quantize import quantize_onnx
 
             quantize_onnx(onnx_fp32, q_path, xc, cfg.calib_method, choice, cfg.per_channel,
-                          metadata=onnx_meta, work_dir=work, threads=threads)
+                          metadata=onnx_meta, work_dir=work, threads=threads, ranges=ranges)
             quantization = {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ"}
     quantization.update({"activation_type": choice.dtype, "activation_reason": choice.reason,
                          "reduce_range": choice.reduce_range, "target": choice.target,

@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import platform
+import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,16 +28,18 @@ from typing import Any
 
 import numpy as np
 
+from ghostnet_edge.calib.ranges import (  # noqa: F401 - CALIB_METHODS re-exported for the CLI's checks
+    CALIB_METHODS,
+    ArrayDataReader,
+    TensorRanges,
+    check_method,
+    collect_ranges,
+)
 from ghostnet_edge.errors import ExportError, GhostEdgeError, require
 from ghostnet_edge.utils.atomic import atomic_write_bytes
 from ghostnet_edge.utils.cpu import cpu_flags  # looked up here: patch quantize.cpu_flags to fake a CPU
 
-CALIB_METHODS = ("minmax", "entropy", "percentile")
 ACT_TYPES = ("auto", "int8", "uint8")
-_ORT_METHOD = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
-# Batches larger than one make calibration several times faster; the MinMax/histogram collectors
-# reduce over the batch axis, so the ranges are the same as feeding images one at a time.
-CALIB_BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -100,54 +103,9 @@ def choose_activation_type(requested: str = "auto", machine: str | None = None,
                             f"unknown CPU {target!r}: uint8 activations, onnxruntime's default for CPUs")
 
 
-class ArrayDataReader:
-    """onnxruntime ``CalibrationDataReader`` over an (N, 3, H, W) float32 array, in fixed batches.
-
-    Duck-typed (``get_next``/``rewind``/iteration) so building one does not import onnxruntime;
-    onnxruntime's reader ABC accepts any class with ``get_next`` through its subclass hook.
-    """
-
-    def __init__(self, array: np.ndarray, input_name: str = "input", batch_size: int = CALIB_BATCH) -> None:
-        if array.ndim != 4 or array.shape[0] == 0:
-            raise ValueError(f"expected a non-empty (N, C, H, W) array, got shape {array.shape}")
-        self.array = np.ascontiguousarray(array, dtype=np.float32)
-        self.input_name = input_name
-        self.batch_size = max(1, int(batch_size))
-        self._pos = 0
-        self._end = len(self.array)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._pos >= self._end:
-            return None
-        batch = self.array[self._pos:min(self._pos + self.batch_size, self._end)]
-        self._pos += self.batch_size
-        return {self.input_name: batch}
-
-    def rewind(self) -> None:
-        self._pos, self._end = 0, len(self.array)
-
-    def set_range(self, start_index: int, end_index: int) -> None:
-        """Restrict to batches ``[start_index, end_index)`` (onnxruntime's strided calibration)."""
-        self._pos = start_index * self.batch_size
-        self._end = min(end_index * self.batch_size, len(self.array))
-
-    def __len__(self) -> int:
-        return -(-len(self.array) // self.batch_size)
-
-    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        self.rewind()
-        return self
-
-    def __next__(self) -> dict[str, np.ndarray]:
-        item = self.get_next()
-        if item is None:
-            raise StopIteration
-        return item
-
-
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Hide onnxruntime's calibration prints and its root-logger advice (we already follow it)."""
+    """Hide onnxruntime's quantizer prints and its root-logger advice (we already follow it)."""
     logging.disable(logging.WARNING)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
@@ -157,56 +115,64 @@ def _quiet() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _optimized_calibration_sessions(threads: int | None) -> Iterator[None]:
-    """Let onnxruntime's calibrators run their augmented model with graph optimisations on.
+def _precomputed_ranges(ranges: TensorRanges) -> Iterator[dict[str, Any]]:
+    """``quantize_static`` keyword arguments that make it use ``ranges`` instead of calibrating.
 
-    ``CalibraterBase.create_inference_session`` hard-codes ``ORT_DISABLE_ALL``, which keeps onnxruntime
-    from using its blocked (NCHWc) convolution kernels: calibrating GhostNet 1.0x at 224 on 64 images
-    took 18.3 s that way and 11.0 s with ``ORT_ENABLE_ALL``, with every tensor range equal to 1e-6
-    (the optimisations do not touch the tensors the calibrator reads: they are graph outputs). There is
-    no option for this in ``quantize_static``, so the method is swapped for the duration of one call.
+    onnxruntime 1.2x+ reads precomputed ranges from ``calibration_cache_path`` (a JSON file it writes
+    itself with ``save_tensors_data``). Older releases have no such argument; there the calibrator
+    factory that ``quantize_static`` calls is replaced, for this call, by one that hands back the
+    ranges without running anything.
     """
-    import onnxruntime
-    from onnxruntime.quantization import calibrate
+    import importlib
+    import inspect
 
-    original = getattr(calibrate.CalibraterBase, "create_inference_session", None)
-    if original is None:  # another onnxruntime layout: leave it alone (slower, same ranges)
-        yield
+    # The package re-exports a function named ``quantize`` over its module of that name.
+    ort_quantize = importlib.import_module("onnxruntime.quantization.quantize")
+
+    if "calibration_cache_path" in inspect.signature(ort_quantize.quantize_static).parameters:
+        from onnxruntime.quantization.calibrate import save_tensors_data
+
+        with tempfile.TemporaryDirectory(prefix="ghostedge-ranges-") as tmp:
+            path = Path(tmp) / "ranges.json"
+            save_tensors_data(ranges.to_ort(), path)
+            yield {"calibration_cache_path": str(path), "calibration_data_reader": None,
+                   "calibrate_method": ranges.to_ort().calibration_method}
         return
 
-    def create_inference_session(self: Any) -> None:
-        opts = onnxruntime.SessionOptions()
-        opts.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3
-        self.infer_session = onnxruntime.InferenceSession(
-            self.augmented_model_path, sess_options=opts, providers=self.execution_providers)
+    class _Given:
+        def collect_data(self, _reader: Any) -> None:
+            pass
 
-    calibrate.CalibraterBase.create_inference_session = create_inference_session
+        def compute_data(self) -> Any:
+            return ranges.to_ort()
+
+    original = ort_quantize.create_calibrator
+    ort_quantize.create_calibrator = lambda *a, **k: _Given()
     try:
-        yield
+        yield {"calibration_data_reader": ArrayDataReader(np.zeros((1, 1, 1, 1), np.float32))}
     finally:
-        calibrate.CalibraterBase.create_inference_session = original
+        ort_quantize.create_calibrator = original
 
 
 def quantize_onnx(fp32_path: Path | str, out_path: Path | str, calib: np.ndarray,
                   method: str = "minmax", activation: ActivationChoice | None = None,
                   per_channel: bool = True, input_name: str = "input",
                   metadata: dict[str, str] | None = None, pre_process: bool = False,
-                  work_dir: Path | None = None, threads: int | None = None) -> QuantizeResult:
+                  work_dir: Path | None = None, threads: int | None = None,
+                  ranges: TensorRanges | None = None) -> QuantizeResult:
     """Static QDQ quantization of ``fp32_path`` calibrated on ``calib`` (preprocessed images).
 
-    ``pre_process`` runs onnxruntime's ``quant_pre_process`` (symbolic shape inference and graph
-    optimisation) first. It is off by default: on our onnxsim-simplified graphs (BN already folded,
-    shapes already inferred) it produced the identical QDQ graph for GhostNet 1.0x and cost ~4 s.
+    ``ranges`` are the activation ranges from :func:`ghostnet_edge.calib.ranges.collect_ranges` on the
+    same model and images (the export pipeline collects them once for every quantizer); without them
+    they are collected here. ``pre_process`` runs onnxruntime's ``quant_pre_process`` (symbolic shape
+    inference and graph optimisation) first. It is off by default: on our onnxsim-simplified graphs (BN
+    already folded, shapes already inferred) it produced the identical QDQ graph for GhostNet 1.0x and
+    cost ~4 s.
     """
-    if method not in CALIB_METHODS:
-        raise GhostEdgeError(f"unknown calibration method {method!r}",
-                             f"choose one of: {', '.join(CALIB_METHODS)}")
+    check_method(method)
     onnx = require("onnx", "onnx", "INT8 ONNX quantization")
     require("onnxruntime", "onnxruntime", "INT8 ONNX quantization")
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     from ghostnet_edge.export.onnx.convert import canonicalize
 
@@ -214,6 +180,11 @@ def quantize_onnx(fp32_path: Path | str, out_path: Path | str, calib: np.ndarray
     out_path = Path(out_path)
     work = Path(work_dir) if work_dir is not None else out_path.parent
     source = Path(fp32_path)
+    if ranges is None:
+        ranges = collect_ranges(source, calib, method, threads)
+    elif ranges.method != method:
+        raise ExportError(f"the ranges were collected with {ranges.method}, not {method}",
+                          "collect them again with the same calibration method")
     pre_path = work / ".model_preprocessed.onnx"
     tmp_out = work / ".model_int8_raw.onnx"
     try:
@@ -222,19 +193,12 @@ def quantize_onnx(fp32_path: Path | str, out_path: Path | str, calib: np.ndarray
 
             quant_pre_process(str(source), str(pre_path), skip_symbolic_shape=False)
             source = pre_path
-        # "CalibStridedMinMax" (despite its name honoured by every calibrator) makes onnxruntime
-        # collect one batch at a time and merge ranges/histograms as it goes. Without it the
-        # calibrators keep every intermediate tensor of every image in memory (gigabytes for 256
-        # images at 224x224), and the histogram ones fail on a last batch of a different size.
-        extra: dict[str, Any] = {"WeightSymmetric": True, "CalibStridedMinMax": 1}
-        with _quiet(), _optimized_calibration_sessions(threads):
+        with _quiet(), _precomputed_ranges(ranges) as given:
             quantize_static(
-                str(source), str(tmp_out), ArrayDataReader(calib, input_name),
-                quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=activation.reduce_range,
+                str(source), str(tmp_out), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                reduce_range=activation.reduce_range,
                 activation_type=QuantType.QUInt8 if activation.dtype == "uint8" else QuantType.QInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=getattr(CalibrationMethod, _ORT_METHOD[method]),
-                extra_options=extra,
+                weight_type=QuantType.QInt8, extra_options={"WeightSymmetric": True}, **given,
             )
         proto = onnx.load(str(tmp_out))
     except GhostEdgeError:

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ghostnet_edge.errors import require
-from ghostnet_edge.export.checks import accuracy, sqnr_db, top1_agreement  # noqa: F401 (re-exported)
+from ghostnet_edge.export.checks import accuracy, db_from_sums, sqnr_db, square_sums, top1_agreement  # noqa: F401 (re-exported)
 
 DEFAULT_FP32_TOLERANCE = 1e-4
 DEFAULT_MIN_AGREEMENT = 0.8
@@ -231,20 +230,22 @@ def per_layer_sqnr(fp32_path: Path | str, qdq_path: Path | str, x: np.ndarray, w
             for name, m in matched.items():
                 if "float" not in m:
                     continue
-                f = np.asarray(m["float"][0], np.float64)
-                pre = np.asarray(m["pre_qdq"][0], np.float64)
+                f = m["float"][0]
+                pre = m["pre_qdq"][0]
                 if name in fused:
                     act = fused[name]
                     pre = act(pre) if act is not None else None
-                post = np.asarray(m["post_qdq"][0], np.float64)
+                post = m["post_qdq"][0]
                 s = sums.setdefault(name, {"sig": 0.0, "err": 0.0, "pre": 0.0, "qerr": 0.0})
-                s["sig"] += float(np.sum(f * f))
-                s["err"] += float(np.sum((f - post) ** 2))
+                sig, err = square_sums(f, post)
+                s["sig"] += sig
+                s["err"] += err
                 if pre is None:
                     s["pre"] = -1.0  # unknown folded activation: no rounding-noise figure
                 elif s["pre"] >= 0:
-                    s["pre"] += float(np.sum(pre * pre))
-                    s["qerr"] += float(np.sum((pre - post) ** 2))
+                    pre_sig, qerr = square_sums(pre, post)
+                    s["pre"] += pre_sig
+                    s["qerr"] += qerr
     finally:
         aug_f.unlink(missing_ok=True)
         aug_q.unlink(missing_ok=True)
@@ -300,11 +301,7 @@ def _fused_activation(fp32_node: Any, initializers: dict[str, np.ndarray]) -> An
 
 
 def _db(signal_sq: float, noise_sq: float) -> float:
-    if noise_sq <= 0.0:
-        return 200.0
-    if signal_sq <= 0.0:
-        return -200.0
-    return min(200.0, 10.0 * math.log10(signal_sq / noise_sq))
+    return db_from_sums(signal_sq, noise_sq)
 
 
 def worst_layers(layers: Sequence[LayerError], k: int = 5) -> list[LayerError]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ import numpy as np
 
 from ghostnet_edge.errors import ExportError, require
 from ghostnet_edge.export.tflite import metadata as md
+from ghostnet_edge.export.tflite.ranges import quantize_with_ranges
 from ghostnet_edge.utils.atomic import atomic_write_bytes
 
 IO_DTYPES = ("int8", "uint8", "float32")
@@ -56,6 +58,9 @@ class TfliteResult:
     translate_seconds: float
     fp32_seconds: float | None
     int8_seconds: float | None
+    # Where the INT8 model's activation ranges came from: the shared calibration pass, or TensorFlow's
+    # own calibrator (no ranges given, a 16x8 model, or a tensor the shared ranges could not place).
+    ranges_source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -164,6 +169,7 @@ def convert_onnx_to_tflite(
     labels: list[str] | None = None,
     preprocessing: dict[str, Any] | None = None,
     int16_activations: bool = False,
+    ranges: Mapping[str, tuple[float, float]] | Callable[[], Mapping[str, tuple[float, float]]] | None = None,
 ) -> TfliteResult:
     """Convert an ONNX CNN to FP32 and/or full-integer INT8 ``.tflite`` files with embedded metadata.
 
@@ -171,7 +177,11 @@ def convert_onnx_to_tflite(
     INT8). ``io_dtype`` is the INT8 model's input/output type: ``int8`` (default), ``uint8`` or
     ``float32`` (QUANTIZE/DEQUANTIZE at the ends). ``int16_activations`` makes the "INT8" file LiteRT's
     16x8 mode instead (int16 activations, int8 weights; ``io_dtype`` must then be ``float32``): more
-    accurate, larger and slower, and not run by int8-only accelerators. ``labels`` and ``preprocessing`` are embedded as
+    accurate, larger and slower, and not run by int8-only accelerators. ``ranges`` (ONNX tensor name -> (lowest, highest), from
+    :func:`ghostnet_edge.calib.ranges.collect_ranges` on the same ONNX model and images) calibrate the INT8
+    model instead of TensorFlow's calibrator (a callable is called only once INT8 conversion needs them, so
+    FP32 conversion can run while they are collected); a tensor they cannot cover falls back to the calibrator
+    (``ranges_source`` says which ran). ``labels`` and ``preprocessing`` are embedded as
     standard TFLite Metadata and as JSON entries (see :mod:`.metadata`). The same inputs always give
     byte-identical files.
     """
@@ -213,17 +223,24 @@ def convert_onnx_to_tflite(
     fp32_s = int8_s = None
     fp32_bytes = int8_bytes = None
     in_q = out_q = None
+    ranges_source = None
+    float_model = None
+    shared = ranges is not None and not int16_activations
+    if out_fp32 is not None or (out_int8 is not None and shared):
+        t0 = time.perf_counter()
+        float_model = _convert(tf, concrete, None, "float32", per_channel)
+        fp32_s = time.perf_counter() - t0
     if out_fp32 is not None:
         t0 = time.perf_counter()
-        model = _convert(tf, concrete, None, "float32", per_channel)
         info = {**base_info, "precision": "fp32"}
-        model = _with_metadata(model, labels, prep, info, name)
+        model = _with_metadata(float_model, labels, prep, info, name)
         atomic_write_bytes(out_fp32, model)
-        fp32_s = time.perf_counter() - t0
+        fp32_s = (fp32_s or 0.0) + time.perf_counter() - t0
         fp32_bytes = len(model)
     if out_int8 is not None:
         t0 = time.perf_counter()
-        model = _convert(tf, concrete, rep_nhwc, io_dtype, per_channel, int16_activations)
+        model, ranges_source = _convert_int8(tf, concrete, proto, rep_nhwc, io_dtype, per_channel,
+                                             int16_activations, ranges if shared else None, float_model)
         rep_sha = hashlib.sha256(rep_nhwc.tobytes()).hexdigest()
         info = {**base_info, "precision": "int16x8" if int16_activations else "int8", "io_dtype": io_dtype,
                 "per_channel": per_channel,
@@ -239,8 +256,31 @@ def convert_onnx_to_tflite(
         fp32_bytes=fp32_bytes, int8_bytes=int8_bytes, input_shape_nhwc=nhwc, io_dtype=io_dtype,
         per_channel=per_channel, num_representative=0 if rep_nhwc is None else int(rep_nhwc.shape[0]),
         input_quant=in_q, output_quant=out_q, translate_seconds=translate_s,
-        fp32_seconds=fp32_s, int8_seconds=int8_s,
+        fp32_seconds=fp32_s, int8_seconds=int8_s, ranges_source=ranges_source,
     )
+
+
+def _convert_int8(tf: Any, concrete: Any, proto: Any, rep_nhwc: np.ndarray, io_dtype: str, per_channel: bool,
+                  int16_activations: bool, ranges: Any, float_model: bytes | None) -> tuple[bytes, str]:
+    """The INT8 (or 16x8) flatbuffer: from ``float_model`` and ``ranges`` when they cover every tensor,
+    else through the converter and TensorFlow's own calibrator."""
+    if ranges is not None and float_model is not None:
+        if callable(ranges):
+            ranges = ranges()
+        try:
+            with _quiet_native_stderr():
+                model, plan = quantize_with_ranges(float_model, proto, ranges, io_dtype, per_channel)
+        except Exception as exc:
+            raise ExportError(f"the TFLite quantizer failed (INT8): {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
+                              "run with --verbose for the converter's log, or export FP32 only") from exc
+        if model is not None:
+            return model, "shared calibration ranges (one onnxruntime pass over the FP32 ONNX model)"
+        why = (f"TensorFlow's calibrator: {len(plan.unplaced)} tensor(s) had no shared range "
+               f"({', '.join(plan.unplaced[:2])})")
+    else:
+        why = ("TensorFlow's calibrator (16x8 models are calibrated by it)" if int16_activations
+               else "TensorFlow's calibrator")
+    return _convert(tf, concrete, rep_nhwc, io_dtype, per_channel, int16_activations), why
 
 
 def _quiet_native_stderr():

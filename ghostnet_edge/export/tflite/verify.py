@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ghostnet_edge.errors import ExportError, MissingDependencyError
-from ghostnet_edge.export.checks import sqnr_db, top1_agreement  # noqa: F401 (re-exported)
+from ghostnet_edge.export.checks import db_from_sums, sqnr_db, square_sums, top1_agreement  # noqa: F401
 
 FP32_TOL = 1e-4
 BACKENDS = ("auto", "ai-edge-litert", "tflite-runtime", "tensorflow")
@@ -192,7 +192,7 @@ GRAPH_INPUT = "<graph input>"
 
 
 def per_layer_sqnr(int8_path: Path | str, fp32_path: Path | str, nchw_batch: np.ndarray,
-                   backend: str = "auto") -> list[LayerSqnr]:
+                   backend: str = "auto", num_threads: int = 1) -> list[LayerSqnr]:
     """SQNR of every INT8 activation against the FP32 model's tensor of the same name, in graph order.
 
     Both files come from the same translated TF graph, so the converter gives matching ops the same
@@ -216,24 +216,27 @@ def per_layer_sqnr(int8_path: Path | str, fp32_path: Path | str, nchw_batch: np.
             if tq.index not in measured and tq.scale and tq.dtype in ("INT8", "UINT8"):
                 pairs.append((tq, gf.tensors[gf.inputs[0]]))
     pairs.sort(key=lambda pair: pair[0].index)
-    iq, _ = make_interpreter(int8_path, backend=backend, preserve_all_tensors=True)
-    if_, _ = make_interpreter(fp32_path, backend=backend, preserve_all_tensors=True)
-    acc: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {t.name: [] for t, _ in pairs}
+    iq, _ = make_interpreter(int8_path, num_threads, backend=backend, preserve_all_tensors=True)
+    if_, _ = make_interpreter(fp32_path, num_threads, backend=backend, preserve_all_tensors=True)
+    # Squared signal and noise summed image by image: keeping every activation of every image costs
+    # gigabytes at 224x224.
+    sums: dict[str, list[float]] = {}
     for img in np.asarray(nchw_batch, dtype=np.float32):
         run_interpreter(iq, img[None])
         run_interpreter(if_, img[None])
         for tq, tf_ in pairs:
-            q = dequantize(iq.get_tensor(tq.index), tq.scale[0], tq.zero_point[0]) if len(tq.scale) == 1 else None
-            if q is None:
+            if len(tq.scale) != 1:
                 continue
-            acc[tq.name].append((if_.get_tensor(tf_.index).astype(np.float32), q))
+            q = dequantize(iq.get_tensor(tq.index), tq.scale[0], tq.zero_point[0])
+            sig, err = square_sums(if_.get_tensor(tf_.index), q)
+            acc = sums.setdefault(tq.name, [0.0, 0.0])
+            acc[0] += sig
+            acc[1] += err
     out = []
     for tq, _ in pairs:
-        if not acc[tq.name]:
+        if tq.name not in sums:
             continue
-        ref = np.concatenate([a.ravel() for a, _ in acc[tq.name]])
-        test = np.concatenate([b.ravel() for _, b in acc[tq.name]])
         sources = tuple(GRAPH_INPUT if i in gq.inputs else gq.tensors[i].name
                         for i in op_of[tq.index].inputs if i >= 0 and not gq.tensors[i].constant)
-        out.append(LayerSqnr(tq.name, producer[tq.index], tq.shape, sqnr_db(ref, test), sources))
+        out.append(LayerSqnr(tq.name, producer[tq.index], tq.shape, db_from_sums(*sums[tq.name]), sources))
     return out
