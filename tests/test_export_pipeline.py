@@ -71,7 +71,10 @@ def _leftovers(parent: Path) -> list[str]:
 def full(checkpoint: Path, cifar_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One complete export (ONNX + TFLite, FP32 + INT8) of a checkpoint, calibrated on real CIFAR photos."""
     base = tmp_path_factory.mktemp("exports")
-    report = export_artifacts(_cfg(checkpoint, cifar_dir, base / "a"))
+    # Module fixtures run before the function-scoped private cache is set: point at the same folder.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GHOSTEDGE_CACHE", str(tmp_path_factory.getbasetemp() / "ghostedge-cache"))
+        report = export_artifacts(_cfg(checkpoint, cifar_dir, base / "a"))
     return {"report": report, "out": base / "a", "base": base}
 
 
@@ -103,6 +106,10 @@ def test_manifest_hashes_sources_and_records_calibration(full: dict, checkpoint:
     assert m["source"]["checkpoint_sha256"] == sha256_file(checkpoint) and m["source"]["trained"]
     assert m["calibration"]["count"] == 24 and m["calibration"]["num_classes"] >= 5
     assert len(m["calibration"]["list_sha256"]) == 64
+    # One calibration pass gave both INT8 models their ranges.
+    shared = m["calibration"]["ranges"]
+    assert shared["tensors"] > 100 and shared["cache_hit"] in (True, False) and shared["onnx_int8"] == "these ranges"
+    assert shared["tflite_int8"].startswith("shared calibration ranges")
     assert m["verification"]["count"] == 12 and m["verification"]["labelled"]
     assert m["preprocessing"]["mean"] and m["preprocessing"]["input_size"] == [3, 32, 32]
     assert m["quantization"]["activation_type"] in ("uint8", "int8") and m["quantization"]["activation_reason"]
@@ -147,10 +154,12 @@ def test_embedded_metadata_lets_an_app_feed_the_model(full: dict) -> None:
 
 @pytest.mark.slow
 def test_same_inputs_give_byte_identical_artifacts(full: dict, checkpoint: Path, cifar_dir: Path) -> None:
-    """Again, with 2 threads: TFLite then converts beside the ONNX quantization, same bytes."""
+    """Again, with 2 threads: TFLite then converts beside the ONNX quantization, and the calibration
+    ranges come from the cache; same bytes."""
     out2 = full["base"] / "b"
     report = export_artifacts(_cfg(checkpoint, cifar_dir, out2, threads=2))
     assert "int8_onnx+tflite_convert (parallel)" in report.timings
+    assert report.manifest["calibration"]["ranges"]["cache_hit"]
     for name in ("model.onnx", "model_int8.onnx", "model_fp32.tflite", "model_int8.tflite", "labels.txt"):
         assert (out2 / name).read_bytes() == (full["out"] / name).read_bytes(), name
 

@@ -115,13 +115,13 @@ def _quiet() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _precomputed_ranges(ranges: TensorRanges) -> Iterator[dict[str, Any]]:
+def _precomputed_ranges(ranges: TensorRanges, cache_file: bool | None = None) -> Iterator[dict[str, Any]]:
     """``quantize_static`` keyword arguments that make it use ``ranges`` instead of calibrating.
 
     onnxruntime 1.2x+ reads precomputed ranges from ``calibration_cache_path`` (a JSON file it writes
     itself with ``save_tensors_data``). Older releases have no such argument; there the calibrator
     factory that ``quantize_static`` calls is replaced, for this call, by one that hands back the
-    ranges without running anything.
+    ranges without running anything. ``cache_file`` forces one way (tests run both).
     """
     import importlib
     import inspect
@@ -129,7 +129,9 @@ def _precomputed_ranges(ranges: TensorRanges) -> Iterator[dict[str, Any]]:
     # The package re-exports a function named ``quantize`` over its module of that name.
     ort_quantize = importlib.import_module("onnxruntime.quantization.quantize")
 
-    if "calibration_cache_path" in inspect.signature(ort_quantize.quantize_static).parameters:
+    if cache_file is None:
+        cache_file = "calibration_cache_path" in inspect.signature(ort_quantize.quantize_static).parameters
+    if cache_file:
         from onnxruntime.quantization.calibrate import save_tensors_data
 
         with tempfile.TemporaryDirectory(prefix="ghostedge-ranges-") as tmp:
@@ -159,7 +161,7 @@ def quantize_onnx(fp32_path: Path | str, out_path: Path | str, calib: np.ndarray
                   per_channel: bool = True, input_name: str = "input",
                   metadata: dict[str, str] | None = None, pre_process: bool = False,
                   work_dir: Path | None = None, threads: int | None = None,
-                  ranges: TensorRanges | None = None) -> QuantizeResult:
+                  ranges: TensorRanges | None = None, cache_file: bool | None = None) -> QuantizeResult:
     """Static QDQ quantization of ``fp32_path`` calibrated on ``calib`` (preprocessed images).
 
     ``ranges`` are the activation ranges from :func:`ghostnet_edge.calib.ranges.collect_ranges` on the
@@ -193,7 +195,7 @@ def quantize_onnx(fp32_path: Path | str, out_path: Path | str, calib: np.ndarray
 
             quant_pre_process(str(source), str(pre_path), skip_symbolic_shape=False)
             source = pre_path
-        with _quiet(), _precomputed_ranges(ranges) as given:
+        with _quiet(), _precomputed_ranges(ranges, cache_file) as given:
             quantize_static(
                 str(source), str(tmp_out), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                 reduce_range=activation.reduce_range,
