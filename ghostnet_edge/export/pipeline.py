@@ -18,7 +18,6 @@ passed (:func:`~ghostnet_edge.utils.atomic.atomic_dir`): a failed check or a cra
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -27,7 +26,6 @@ import shutil
 import time
 import warnings as warnings_mod
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,8 +173,8 @@ def validate_config(cfg: ExportConfig) -> ExportConfig:
     return cfg
 
 
-# TensorFlow takes ~4 s to import, and only the TFLite converter needs it: the check only looks it up,
-# and the TFLite worker thread imports it while the main thread preprocesses and exports ONNX.
+# TensorFlow takes ~4 s to import, and only the TFLite converter needs it: the check only looks it up;
+# the converter process (or, with one thread, the conversion itself) imports it.
 _IMPORTED_IN_WORKER = frozenset({"tensorflow"})
 
 
@@ -187,14 +185,6 @@ def _installed(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):  # a None entry in sys.modules, a broken parent package
         return False
-
-
-def _import_tensorflow() -> None:
-    """The TFLite worker's first job (see ``_IMPORTED_IN_WORKER``); its chatter stays off the terminal."""
-    from ghostnet_edge.utils.native_stderr import quiet_framework_import
-
-    with quiet_framework_import("tensorflow"):
-        require("tensorflow", "tensorflow", "the TFLite export")
 
 
 def check_dependencies(cfg: ExportConfig) -> dict[str, str]:
@@ -342,18 +332,19 @@ def _fold_branches(model: Any, xv: np.ndarray, ref: np.ndarray, tolerance: float
                     f"conversion (folded vs unfolded logits: max |diff| {diff:.2e})")
 
 
-def _decode_all(image_sets: Sequence[Any], pre: Any, use_cache: bool) -> list[np.ndarray | None]:
-    """Decode every set (None stays None); unreadable images of all sets are named in one error."""
+def _decode_all(image_sets: Sequence[Any], pre: Any, use_cache: bool) -> list[Any]:
+    """Decode every set into a ``TensorBatch`` (None stays None); unreadable images of all sets are
+    named in one error."""
     from ghostnet_edge.calib import calibration_tensors
 
-    arrays: list[np.ndarray | None] = []
+    arrays: list[Any] = []
     problems: list[str] = []
     for image_set in image_sets:
         if image_set is None:
             arrays.append(None)
             continue
         try:
-            arrays.append(calibration_tensors(image_set.files, pre, use_cache=use_cache).array)
+            arrays.append(calibration_tensors(image_set.files, pre, use_cache=use_cache))
         except DataError as exc:
             if "cannot be read" not in exc.message:
                 raise
@@ -484,22 +475,23 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
     work = staging / ".work"
     work.mkdir()
     threads = cfg.threads or ov.default_threads()
-    # The TFLite converter runs on one core in a worker thread (see the INT8 section below); with 2+
-    # threads the worker starts now, importing TensorFlow while this thread preprocesses and exports ONNX.
-    parallel = "tflite" in cfg.formats and threads >= 2
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tflite") if parallel else None
+    # With 2+ threads the TFLite converter runs in a process of its own (see export/tflite/worker.py),
+    # started now so that it imports TensorFlow while this process preprocesses and exports ONNX.
+    worker = None
+    if "tflite" in cfg.formats and threads >= 2:
+        from ghostnet_edge.export.tflite.worker import TfliteWorker
+
+        worker = TfliteWorker(work / "tflite-worker").start()
     try:
-        if pool is not None:
-            pool.submit(_import_tensorflow)
-        return _run_stages(cfg, staging, out, timer, warnings, loaded, calib_set, verify_set, work, threads, pool)
+        return _run_stages(cfg, staging, out, timer, warnings, loaded, calib_set, verify_set, work, threads, worker)
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True)  # never leave the converter writing into a folder being removed
+        if worker is not None:
+            worker.close()  # never leave the converter writing into a folder being removed
 
 
 def _run_stages(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: list[str],
                 loaded: tuple[Any, Any, dict[str, Any], bool], calib_set: Any, verify_set: Any, work: Path,
-                threads: int, pool: ThreadPoolExecutor | None) -> ExportReport:
+                threads: int, worker: Any) -> ExportReport:
     import torch
 
     from ghostnet_edge.calib import calibration_tensors
@@ -521,7 +513,9 @@ def _run_stages(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warn
         warnings.append("the checkpoint has no class names: labels.txt holds class_<index> placeholders")
 
     with timer.stage("preprocess"):
-        xv, xc = _decode_all([verify_set, calib_set], pre, cfg.use_cache)
+        verify_batch, calib_batch = _decode_all([verify_set, calib_set], pre, cfg.use_cache)
+        xv = verify_batch.array
+        xc = calib_batch.array if calib_batch is not None else None
         yv = label_indices(verify_set.labels, labels, wnids)
         val = None
         if cfg.val_data is not None:
@@ -610,55 +604,60 @@ def _run_stages(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warn
         raise ExportError(f"the intermediate ONNX model failed its check: {check.reason}", _fail_hint("fp32", "onnx"))
 
     # ---- INT8 ONNX and TFLite, side by side ---------------------------------------------------------
-    # One calibration pass (onnxruntime over the verified FP32 ONNX, every thread) gives the activation
-    # ranges both quantizers use, so the two INT8 models share them. The TFLite converter (one core)
-    # translates and converts FP32 in a worker thread meanwhile, and waits for the ranges only for INT8.
-    # Both only read the verified FP32 ONNX file and write their own files; the results do not depend
-    # on the overlap.
-    from concurrent.futures import Future
+    # One calibration pass (onnxruntime over the verified FP32 ONNX) gives the activation ranges both
+    # quantizers use, so the two INT8 models share them. With 2+ threads the TFLite converter process
+    # translates and converts FP32 on one core meanwhile, and waits for the ranges only for INT8; this
+    # process calibrates and quantizes ONNX on the others. Both only read the verified FP32 ONNX file
+    # and write their own files; the results do not depend on the overlap.
+    import resource
 
-    parallel = pool is not None
+    from ghostnet_edge.export.tflite.convert import TfliteResult
+
+    parallel = worker is not None
     ort_threads = max(1, threads - 1) if parallel else threads
     t_fp32 = staging / TFLITE_FP32
     t_int8 = staging / TFLITE_INT8 if cfg.int8 else None
-    ranges_ready: Future = Future()
-    tflite_args = (onnx_fp32, t_fp32, t_int8, xc, cfg, labels, {**prep_desc, "layout": "NHWC"},
-                   lambda: ranges_ready.result().ranges)
     region_cpu0, region_t0 = time.process_time(), time.perf_counter()
-    calibration_ranges = None
-    tflite_job = None
-    try:
-        tflite_job = pool.submit(_convert_tflite, *tflite_args) if pool is not None else None
-        if cfg.int8:
-            from ghostnet_edge.calib.ranges import collect_ranges
-
-            try:
-                with timer.stage("calibration_ranges", cpu=not parallel):
-                    calibration_ranges = collect_ranges(onnx_fp32, xc, cfg.calib_method, threads,
-                                                        use_cache=cfg.use_cache)
-            except BaseException as exc:
-                ranges_ready.set_exception(exc)
-                raise
-            ranges_ready.set_result(calibration_ranges)
-        if cfg.int8 and "onnx" in cfg.formats:
-            quantization = _onnx_int8(cfg, staging, work, onnx_fp32, xc, xv, yv, ref, val, onnx_meta, ort_threads,
-                                      enforce_int8, n_report, timer, sections, _keep, cpu=not parallel,
-                                      ranges=calibration_ranges)
-        tflite_res = None
-        if tflite_job is not None:
-            tflite_res, wall = tflite_job.result()
-            timer.timings["tflite_convert"] = wall
-        elif "tflite" in cfg.formats:
-            with timer.stage("tflite_convert"):
-                tflite_res, _ = _convert_tflite(*tflite_args)
-    finally:
-        if not ranges_ready.done():
-            ranges_ready.set_exception(ExportError("the export stopped before calibration", "run it again"))
-        if tflite_job is not None and not tflite_job.done():
-            with contextlib.suppress(Exception):
-                tflite_job.result()  # never leave the converter writing into a folder being removed
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if parallel:
-        timer.cpu["int8_onnx+tflite_convert (parallel)"] = time.process_time() - region_cpu0
+        calib_file = None
+        if t_int8 is not None:
+            calib_file = calib_batch.cache_file if calib_batch.cache_file and calib_batch.cache_file.is_file() else None
+            if calib_file is None:  # no cache: hand the tensors over in the work folder
+                calib_file = work / "calib.npy"
+                np.save(calib_file, xc)
+        worker.submit(onnx_fp32, t_fp32, t_int8, calib_file, cfg.io_dtype, cfg.per_channel, labels,
+                      {**prep_desc, "layout": "NHWC"})
+    calibration_ranges = None
+    if cfg.int8:
+        from ghostnet_edge.calib.ranges import collect_ranges
+
+        try:
+            with timer.stage("calibration_ranges", cpu=not parallel):
+                calibration_ranges = collect_ranges(onnx_fp32, xc, cfg.calib_method, threads, use_cache=cfg.use_cache)
+        except BaseException as exc:
+            if parallel:
+                worker.send_ranges(None, error=str(exc))
+            raise
+        if parallel:
+            worker.send_ranges(calibration_ranges.ranges)
+    if cfg.int8 and "onnx" in cfg.formats:
+        quantization = _onnx_int8(cfg, staging, work, onnx_fp32, xc, xv, yv, ref, val, onnx_meta, ort_threads,
+                                  enforce_int8, n_report, timer, sections, _keep, cpu=not parallel,
+                                  ranges=calibration_ranges)
+    tflite_res = None
+    if parallel:
+        tflite_res = TfliteResult.from_dict(worker.result())
+        timer.timings["tflite_convert (own process)"] = time.perf_counter() - region_t0
+    elif "tflite" in cfg.formats:
+        with timer.stage("tflite_convert"):
+            given = calibration_ranges.ranges if calibration_ranges is not None else None
+            tflite_res, _ = _convert_tflite(onnx_fp32, t_fp32, t_int8, xc, cfg, labels,
+                                            {**prep_desc, "layout": "NHWC"}, lambda: given)
+    if parallel:
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        child_cpu = (children.ru_utime - children0.ru_utime) + (children.ru_stime - children0.ru_stime)
+        timer.cpu["int8_onnx+tflite_convert (parallel)"] = time.process_time() - region_cpu0 + child_cpu
         timer.timings["int8_onnx+tflite_convert (parallel)"] = time.perf_counter() - region_t0
 
     # ---- TFLite checks -----------------------------------------------------------------------------------

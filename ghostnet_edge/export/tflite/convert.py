@@ -68,6 +68,17 @@ class TfliteResult:
             d[k] = str(d[k]) if d[k] is not None else None
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TfliteResult:
+        """The inverse of :meth:`to_dict` (the conversion process sends its result as JSON)."""
+        d = dict(d)
+        for k in ("fp32_path", "int8_path"):
+            d[k] = Path(d[k]) if d[k] is not None else None
+        d["input_shape_nhwc"] = tuple(d["input_shape_nhwc"])
+        for k in ("input_quant", "output_quant"):
+            d[k] = (float(d[k][0]), int(d[k][1])) if d[k] is not None else None
+        return cls(**d)
+
 
 def _check_representative(rep: Any, nchw: tuple[int, int, int, int]) -> np.ndarray:
     if not isinstance(rep, np.ndarray):

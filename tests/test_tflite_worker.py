@@ -1,0 +1,71 @@
+"""The TFLite converter process: errors come back as the same GhostEdgeError, a dead child is named,
+and an abandoned child is stopped."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ghostnet_edge.errors import DataError, ExportError, MissingDependencyError
+from ghostnet_edge.export.tflite import worker as w
+
+pytest.importorskip("tensorflow")
+
+
+def test_errors_are_rebuilt_with_their_kind_and_cause() -> None:
+    exc = w._rebuild(w._error_dict(DataError("no images", "add some")))
+    assert type(exc) is DataError and exc.message == "no images" and exc.hint == "add some"
+    missing = w._rebuild(w._error_dict(MissingDependencyError("tensorflow", "tensorflow", "the TFLite export")))
+    assert isinstance(missing, MissingDependencyError) and "pip install 'tensorflow'" in missing.hint
+    try:
+        raise RuntimeError("converter says no") from OSError(28, "No space left on device")
+    except RuntimeError as err:
+        full = w._rebuild(w._error_dict(err))
+    assert isinstance(full, ExportError) and "converter says no" in full.message
+    assert isinstance(full.__cause__, OSError) and full.__cause__.errno == 28
+
+
+def test_a_bad_job_comes_back_as_an_export_error(tmp_path: Path) -> None:
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"not an onnx file")
+    worker = w.TfliteWorker(tmp_path / "job").start()
+    try:
+        worker.submit(bad, tmp_path / "f.tflite", None, None, "int8", True, ["a"], {"mean": [0, 0, 0]})
+        with pytest.raises(ExportError):
+            worker.result()
+    finally:
+        worker.close()
+    assert not (tmp_path / "f.tflite").exists()
+
+
+def test_failed_calibration_reaches_the_child(tmp_path: Path) -> None:
+    from ghostnet_edge.export.tflite._testing import TinyGhostNet, export_onnx_for_tests
+
+    onnx_path = export_onnx_for_tests(TinyGhostNet(num_classes=3), tmp_path / "tiny.onnx", (3, 16, 16))
+    calib = tmp_path / "calib.npy"
+    np.save(calib, np.zeros((2, 3, 16, 16), np.float32))
+    worker = w.TfliteWorker(tmp_path / "job").start()
+    try:
+        worker.submit(onnx_path, tmp_path / "f.tflite", tmp_path / "q.tflite", calib, "int8", True,
+                      ["a", "b", "c"], {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]})
+        worker.send_ranges(None, error="the calibration images ran out")
+        with pytest.raises(ExportError, match="calibration failed: the calibration images ran out"):
+            worker.result()
+    finally:
+        worker.close()
+    assert not (tmp_path / "q.tflite").exists()
+
+
+def test_a_child_that_dies_is_named_and_an_abandoned_one_is_stopped(tmp_path: Path) -> None:
+    worker = w.TfliteWorker(tmp_path / "job").start()
+    assert worker.proc is not None
+    worker.proc.send_signal(signal.SIGKILL)
+    with pytest.raises(ExportError, match="exited with code -9 without an answer"):
+        worker.result()
+    worker.close()
+    other = w.TfliteWorker(tmp_path / "job2").start()
+    other.close()
+    assert other.proc is not None and other.proc.poll() is not None
