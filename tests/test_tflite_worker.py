@@ -28,17 +28,18 @@ def test_errors_are_rebuilt_with_their_kind_and_cause() -> None:
     assert isinstance(full.__cause__, OSError) and full.__cause__.errno == 28
 
 
-def test_a_bad_job_comes_back_as_an_export_error(tmp_path: Path) -> None:
+def test_a_bad_job_comes_back_as_an_export_error_and_ends_the_child(tmp_path: Path) -> None:
     bad = tmp_path / "model.onnx"
     bad.write_bytes(b"not an onnx file")
-    worker = w.TfliteWorker(tmp_path / "job").start()
+    worker = w.TfliteWorker().start()
     try:
         worker.submit(bad, tmp_path / "f.tflite", None, None, "int8", True, ["a"], {"mean": [0, 0, 0]})
         with pytest.raises(ExportError):
             worker.result()
+        assert worker.proc is not None and worker.proc.wait(timeout=30) == 0
     finally:
         worker.close()
-    assert not (tmp_path / "f.tflite").exists()
+    assert not (tmp_path / "f.tflite").exists() and not worker.home.exists()
 
 
 def test_failed_calibration_reaches_the_child(tmp_path: Path) -> None:
@@ -47,7 +48,7 @@ def test_failed_calibration_reaches_the_child(tmp_path: Path) -> None:
     onnx_path = export_onnx_for_tests(TinyGhostNet(num_classes=3), tmp_path / "tiny.onnx", (3, 16, 16))
     calib = tmp_path / "calib.npy"
     np.save(calib, np.zeros((2, 3, 16, 16), np.float32))
-    worker = w.TfliteWorker(tmp_path / "job").start()
+    worker = w.TfliteWorker().start()
     try:
         worker.submit(onnx_path, tmp_path / "f.tflite", tmp_path / "q.tflite", calib, "int8", True,
                       ["a", "b", "c"], {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]})
@@ -60,12 +61,33 @@ def test_failed_calibration_reaches_the_child(tmp_path: Path) -> None:
 
 
 def test_a_child_that_dies_is_named_and_an_abandoned_one_is_stopped(tmp_path: Path) -> None:
-    worker = w.TfliteWorker(tmp_path / "job").start()
+    worker = w.TfliteWorker().start()
+    worker.submit(tmp_path / "absent.onnx", tmp_path / "f.tflite", None, None, "int8", True, ["a"], {})
     assert worker.proc is not None
     worker.proc.send_signal(signal.SIGKILL)
     with pytest.raises(ExportError, match="exited with code -9 without an answer"):
         worker.result()
     worker.close()
-    other = w.TfliteWorker(tmp_path / "job2").start()
-    other.close()
-    assert other.proc is not None and other.proc.poll() is not None
+    other = w.TfliteWorker().start()
+    other.kill()
+    assert other.proc is not None and other.proc.poll() is not None and not other.home.exists()
+
+
+def test_one_converter_process_serves_successive_exports(tmp_path: Path) -> None:
+    """After a job that succeeded the child stays, TensorFlow imported, and takes the next job."""
+    from ghostnet_edge.export.tflite._testing import TinyGhostNet, export_onnx_for_tests
+
+    onnx_path = export_onnx_for_tests(TinyGhostNet(num_classes=3), tmp_path / "tiny.onnx", (3, 16, 16))
+    worker = w.acquire()
+    pid = worker.proc.pid
+    try:
+        for i in range(2):
+            worker.submit(onnx_path, tmp_path / f"f{i}.tflite", None, None, "int8", True, ["a", "b", "c"],
+                          {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]})
+            assert worker.result()["fp32_bytes"] > 0
+        w.release(worker, healthy=True)
+        again = w.acquire()
+        assert again is worker and again.proc.pid == pid
+    finally:
+        worker.kill()
+    assert (tmp_path / "f0.tflite").read_bytes() == (tmp_path / "f1.tflite").read_bytes()

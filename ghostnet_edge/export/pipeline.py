@@ -476,17 +476,21 @@ def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: l
     work.mkdir()
     threads = cfg.threads or ov.default_threads()
     # With 2+ threads the TFLite converter runs in a process of its own (see export/tflite/worker.py),
-    # started now so that it imports TensorFlow while this process preprocesses and exports ONNX.
+    # taken now so that it imports TensorFlow (once per process) while this one preprocesses and exports
+    # ONNX. It is kept for the next export only when this one succeeded.
     worker = None
     if "tflite" in cfg.formats and threads >= 2:
-        from ghostnet_edge.export.tflite.worker import TfliteWorker
+        from ghostnet_edge.export.tflite import worker as tflite_worker
 
-        worker = TfliteWorker(work / "tflite-worker").start()
+        worker = tflite_worker.acquire()
+    ok = False
     try:
-        return _run_stages(cfg, staging, out, timer, warnings, loaded, calib_set, verify_set, work, threads, worker)
+        report = _run_stages(cfg, staging, out, timer, warnings, loaded, calib_set, verify_set, work, threads, worker)
+        ok = True
+        return report
     finally:
         if worker is not None:
-            worker.close()  # never leave the converter writing into a folder being removed
+            tflite_worker.release(worker, healthy=ok)  # a failed or interrupted job: the child is stopped
 
 
 def _run_stages(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: list[str],

@@ -2,36 +2,44 @@
 
 Importing TensorFlow (about 4 s) and its converter are mostly Python holding the interpreter lock; in a
 thread of the export's process they slowed the main thread's preprocessing, ONNX export and calibration
-about as much as they ran beside them. A child process runs them on the other core instead: it starts
-with the export, imports TensorFlow while the parent preprocesses and exports ONNX, converts FP32 as soon
-as the verified FP32 ONNX model exists, and INT8 once the parent's calibration pass hands it the ranges.
+about as much as they ran beside them. A child process runs them on another core instead: it starts with
+the export, imports TensorFlow while the parent preprocesses and exports ONNX, converts FP32 as soon as
+the verified FP32 ONNX model exists, and INT8 once the parent's calibration pass hands it the ranges.
+After a job that succeeded the child waits for the next one, so the exports of one process (a curve
+sweep, calibration draws, a benchmark's repeated export) import TensorFlow once, as they did in-process.
 
-Protocol (one JSON object per line on the child's stdin; the child's answer in ``result.json``):
+Protocol (one JSON object per line on the child's stdin; answers in files):
 
-1. the job: ONNX path, output paths, I/O type, labels, preprocessing (``{"stop": true}`` ends it);
+1. a job: the folder for its answer, ONNX path, output paths, calibration tensors (.npy), I/O type,
+   labels, preprocessing (``{"stop": true}`` or end of input ends the child);
 2. only when the job has INT8 output: ``{"ranges": FILE}`` (JSON: ONNX tensor -> [lo, hi]), or
-   ``{"error": TEXT}`` when calibration failed. The job's ``calib`` (an .npy of the NCHW calibration
-   tensors, the calibration cache's own file where there is one) feeds TensorFlow's calibrator when the
-   ranges leave a tensor unplaced, and the INT8 file's provenance metadata.
+   ``{"error": TEXT}`` when calibration failed. The calibration tensors feed TensorFlow's own calibrator
+   when the ranges leave a tensor unplaced, and the INT8 file's provenance metadata.
 
-``result.json`` holds ``{"ok": true, "result": TfliteResult}`` or ``{"ok": false, "error": {...}}``; the
-parent re-raises the error as the same :class:`~ghostnet_edge.errors.GhostEdgeError`. The child's stdout
-and stderr go to ``worker.log`` beside it (shown in the message when the child dies without an answer).
+The answer, ``DIR/result.json``, holds ``{"ok": true, "result": TfliteResult}`` or ``{"ok": false,
+"error": {...}}``; the parent re-raises the error as the same :class:`~ghostnet_edge.errors.GhostEdgeError`,
+and a child that answered with an error exits. Its stdout and stderr go to a log file of its own (its
+tail is shown when the child dies without an answer).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from ghostnet_edge import errors
 
-RESULT, LOG = "result.json", "worker.log"
+RESULT = "result.json"
 
 
 # ---- the child ------------------------------------------------------------------------------------------------
@@ -67,47 +75,61 @@ def _ranges_from_parent() -> dict[str, tuple[float, float]]:
     return {k: (float(v[0]), float(v[1])) for k, v in json.loads(Path(msg["ranges"]).read_text()).items()}
 
 
-def child_main(job_dir: Path) -> int:
-    """Import TensorFlow, then convert the job the parent sends (see the module docstring)."""
+def _answer(job_dir: Path, payload: dict[str, Any]) -> None:
+    tmp = job_dir / (RESULT + ".tmp")
+    tmp.write_text(json.dumps(payload))
+    os.replace(tmp, job_dir / RESULT)
+
+
+def _convert(job: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    from ghostnet_edge.export.tflite.convert import convert_onnx_to_tflite
+
+    int8 = Path(job["int8"]) if job.get("int8") else None
+    res = convert_onnx_to_tflite(
+        Path(job["onnx"]), Path(job["fp32"]) if job.get("fp32") else None, int8,
+        representative=np.load(job["calib"], allow_pickle=False) if int8 is not None else None,
+        io_dtype=job["io_dtype"], per_channel=job["per_channel"], labels=job["labels"],
+        preprocessing=job["preprocessing"], ranges=_ranges_from_parent if int8 is not None else None)
+    return res.to_dict()
+
+
+def child_main() -> int:
+    """Import TensorFlow, then convert jobs until told to stop or a job fails (see the module docstring)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    out = job_dir / RESULT
+    import_error: BaseException | None = None
     try:
         from ghostnet_edge.utils.native_stderr import quiet_framework_import
 
         with quiet_framework_import("tensorflow"):
             errors.require("tensorflow", "tensorflow", "the TFLite export")
+    except BaseException as exc:  # noqa: BLE001 - reported with the first job
+        import_error = exc
+    while True:
         job = _read_message()
         if job is None or job.get("stop"):
             return 0
-        import numpy as np
-
-        from ghostnet_edge.export.tflite.convert import convert_onnx_to_tflite
-
-        int8 = Path(job["int8"]) if job.get("int8") else None
-        res = convert_onnx_to_tflite(
-            Path(job["onnx"]), Path(job["fp32"]) if job.get("fp32") else None, int8,
-            representative=np.load(job["calib"], allow_pickle=False) if int8 is not None else None,
-            io_dtype=job["io_dtype"], per_channel=job["per_channel"], labels=job["labels"],
-            preprocessing=job["preprocessing"], ranges=_ranges_from_parent if int8 is not None else None)
-        payload: dict[str, Any] = {"ok": True, "result": res.to_dict()}
-    except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent as an answer
-        payload = {"ok": False, "error": _error_dict(exc)}
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload))
-    os.replace(tmp, out)
-    return 0
+        job_dir = Path(job["dir"])
+        try:
+            if import_error is not None:
+                raise import_error
+            _answer(job_dir, {"ok": True, "result": _convert(job)})
+        except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent as an answer
+            _answer(job_dir, {"ok": False, "error": _error_dict(exc)})
+            return 0
 
 
 # ---- the parent -----------------------------------------------------------------------------------------------
 
 
 class TfliteWorker:
-    """Handle on the child process: ``start`` at once, ``submit`` the job, ``send_ranges``, ``result``."""
+    """Handle on one converter process: ``start``, then per export ``submit``, ``send_ranges``, ``result``."""
 
-    def __init__(self, job_dir: Path) -> None:
-        self.job_dir = Path(job_dir)
-        self.job_dir.mkdir(parents=True, exist_ok=True)
+    def __init__(self) -> None:
         self.proc: subprocess.Popen | None = None
+        self.home = Path(tempfile.mkdtemp(prefix="ghostedge-tflite-"))
+        self.job_dir: Path | None = None
         self._wants_ranges = False
         self._log: Any = None
 
@@ -116,67 +138,121 @@ class TfliteWorker:
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         root = str(Path(__file__).resolve().parents[3])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        self._log = open(self.job_dir / LOG, "wb")  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen([sys.executable, "-m", "ghostnet_edge.export.tflite.worker", str(self.job_dir)],
+        self._log = open(self.home / "worker.log", "wb")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen([sys.executable, "-m", "ghostnet_edge.export.tflite.worker"],
                                      stdin=subprocess.PIPE, stdout=self._log, stderr=self._log, env=env,
                                      text=True)
         return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def _send(self, msg: dict[str, Any]) -> None:
         assert self.proc is not None and self.proc.stdin is not None
         try:
             self.proc.stdin.write(json.dumps(msg) + "\n")
             self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
+        except (BrokenPipeError, OSError, ValueError):
             pass  # the child is gone; result() says why
 
     def submit(self, onnx: Path, fp32: Path | None, int8: Path | None, calib_file: Path | None,
                io_dtype: str, per_channel: bool, labels: list[str], preprocessing: dict[str, Any]) -> None:
         """``calib_file``: an .npy of the NCHW calibration tensors (read by the child for INT8)."""
+        self.job_dir = Path(tempfile.mkdtemp(prefix="job-", dir=self.home))
         self._wants_ranges = int8 is not None
-        self._send({"onnx": str(onnx), "fp32": str(fp32) if fp32 else None, "int8": str(int8) if int8 else None,
-                    "calib": str(calib_file) if calib_file else None, "io_dtype": io_dtype,
-                    "per_channel": per_channel, "labels": labels, "preprocessing": preprocessing})
+        self._send({"dir": str(self.job_dir), "onnx": str(onnx), "fp32": str(fp32) if fp32 else None,
+                    "int8": str(int8) if int8 else None, "calib": str(calib_file) if calib_file else None,
+                    "io_dtype": io_dtype, "per_channel": per_channel, "labels": labels,
+                    "preprocessing": preprocessing})
 
     def send_ranges(self, ranges: dict[str, tuple[float, float]] | None, error: str | None = None) -> None:
-        if not self._wants_ranges:
+        if not self._wants_ranges or self.job_dir is None:
             return
+        self._wants_ranges = False
         if error is not None or ranges is None:
             self._send({"error": error or "no ranges"})
             return
         path = self.job_dir / "ranges.json"
         path.write_text(json.dumps({k: [lo, hi] for k, (lo, hi) in ranges.items()}))
         self._send({"ranges": str(path)})
-        self._wants_ranges = False
 
     def result(self) -> dict[str, Any]:
-        """The child's TfliteResult as a dict; its error re-raised as the same kind of GhostEdgeError."""
-        assert self.proc is not None
-        if self.proc.stdin is not None:
-            with contextlib.suppress(OSError):
-                self.proc.stdin.close()
-        code = self.proc.wait()
-        path = self.job_dir / RESULT
-        if not path.is_file():
-            tail = (self.job_dir / LOG).read_bytes()[-600:].decode(errors="replace").strip() \
-                if (self.job_dir / LOG).is_file() else ""
-            raise errors.ExportError(f"the TFLite converter process exited with code {code} without an answer"
-                                     + (f"; its last output: {tail}" if tail else ""),
-                                     "run again; if it repeats, run with --threads 1 to convert in-process")
-        payload = json.loads(path.read_text())
+        """The job's TfliteResult as a dict; its error re-raised as the same kind of GhostEdgeError."""
+        assert self.proc is not None and self.job_dir is not None
+        answer = self.job_dir / RESULT
+        while not answer.is_file():
+            code = self.proc.poll()
+            if code is not None and not answer.is_file():
+                log = self.home / "worker.log"
+                tail = log.read_bytes()[-600:].decode(errors="replace").strip() if log.is_file() else ""
+                raise errors.ExportError(f"the TFLite converter process exited with code {code} without an answer"
+                                         + (f"; its last output: {tail}" if tail else ""),
+                                         "run again; if it repeats, run with --threads 1 to convert in-process")
+            time.sleep(0.01)
+        payload = json.loads(answer.read_text())
+        shutil.rmtree(self.job_dir, ignore_errors=True)
+        self.job_dir = None
         if payload.get("ok"):
             return payload["result"]
         raise _rebuild(payload["error"])
 
     def close(self) -> None:
-        """Stop the child if it still runs (an interrupted or failed export) and release the log."""
+        """Stop the child (asking first, then killing) and remove its folder."""
+        if self.proc is not None and self.proc.poll() is None:
+            self._send({"stop": True})
+            try:
+                self.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                with contextlib.suppress(Exception):
+                    self.proc.wait(timeout=10)
+        if self.proc is not None and self.proc.stdin is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.proc.stdin.close()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        shutil.rmtree(self.home, ignore_errors=True)
+
+    def kill(self) -> None:
+        """Stop the child at once (an interrupted or failed export: it may be mid-conversion)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             with contextlib.suppress(Exception):
                 self.proc.wait(timeout=10)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        self.close()
+
+
+# One idle converter process is kept between the exports of a process; stopped at exit.
+_IDLE: list[TfliteWorker] = []
+_IDLE_LOCK = threading.Lock()
+
+
+def acquire() -> TfliteWorker:
+    """An idle converter process of this process (TensorFlow already imported), else a new one."""
+    with _IDLE_LOCK:
+        while _IDLE:
+            w = _IDLE.pop()
+            if w.alive():
+                return w
+            w.close()
+    return TfliteWorker().start()
+
+
+def release(worker: TfliteWorker, healthy: bool) -> None:
+    """Keep ``worker`` for the next export when its job succeeded; stop it otherwise."""
+    if not healthy or not worker.alive():
+        worker.kill()
+        return
+    with _IDLE_LOCK:
+        _IDLE.append(worker)
+
+
+@atexit.register
+def _stop_idle() -> None:
+    with _IDLE_LOCK:
+        while _IDLE:
+            _IDLE.pop().close()
 
 
 def _rebuild(err: dict[str, Any]) -> errors.GhostEdgeError:
@@ -195,4 +271,4 @@ def _rebuild(err: dict[str, Any]) -> errors.GhostEdgeError:
 
 
 if __name__ == "__main__":
-    raise SystemExit(child_main(Path(sys.argv[1])))
+    raise SystemExit(child_main())
