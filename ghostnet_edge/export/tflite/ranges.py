@@ -15,7 +15,8 @@ under a TF name scope made from the node's name (:func:`translate._scope`), and 
 each tensor after the TF op that produced it (the first of the ';'-joined names when ops were fused).
 Ops that only move values (reshape, transpose, concatenation, zero padding) take the union of their
 inputs' ranges, exactly what a calibrator would record. A tensor that cannot be placed (an op the
-translator emits inside one ONNX node, a name the converter invented) makes :func:`tflite_stats`
+translator emits inside one ONNX node that no exact rule covers, a name the converter invented) makes
+:func:`tflite_stats`
 return the unplaced names, and the caller falls back to TensorFlow's own calibration.
 
 The ranges also differ from the calibrator's in one respect, measured on GhostNet: TFLite runs ADD and
@@ -109,6 +110,7 @@ def tflite_stats(model_t: Any, op_names: list[str], scopes: Mapping[str, str | N
         else:
             plan.stats[idx] = (float(rng[0]), float(rng[1]))
 
+    pending: dict[int, str] = {}   # tensors inside one ONNX node, placed last (see _place_inner)
     for k, idx in enumerate(inputs):
         name = onnx_inputs[k] if k < len(onnx_inputs) else None
         place(idx, ranges.get(name) if name else None, "graph input")
@@ -129,11 +131,53 @@ def tflite_stats(model_t: Any, op_names: list[str], scopes: Mapping[str, str | N
                     place(idx, (min(lo, 0.0), max(hi, 0.0)) if kind == "PAD" else (lo, hi), kind)
                     continue
             if idx in inner:
-                place(idx, None, f"{kind} inside one ONNX node")
+                pending[idx] = kind
                 continue
             onnx_name = scopes.get(scope_of(idx))
             place(idx, ranges.get(onnx_name) if onnx_name else None, f"{kind} with no ONNX tensor of that name")
+    _place_inner(model_t, op_names, pending, plan)
+    for idx, kind in pending.items():
+        place(idx, None, f"{kind} inside one ONNX node")
     return plan
+
+
+def _scalar(model_t: Any, idx: int) -> float | None:
+    """The value of a constant float32 scalar tensor, else None."""
+    import numpy as np
+
+    t = model_t.subgraphs[0].tensors[idx]
+    data = model_t.buffers[t.buffer].data if 0 <= t.buffer < len(model_t.buffers) else None
+    if t.type != _FLOAT32 or data is None or len(data) != 4:
+        return None
+    return float(np.frombuffer(np.asarray(data, dtype=np.uint8).tobytes(), dtype=np.float32)[0])
+
+
+def _place_inner(model_t: Any, op_names: list[str], pending: dict[int, str], plan: StatsPlan) -> None:
+    """Ranges of tensors the translator makes inside one ONNX node, where they follow exactly.
+
+    Such a tensor has no ONNX counterpart; where the node's next op is a multiplication by a positive
+    constant or an addition of a constant (hard-sigmoid is ``relu6(x + 3) * (1/6)``), its range is the
+    placed output's range with that op undone, exact because the op is monotonic and invertible.
+    """
+    ops = model_t.subgraphs[0].operators
+    progress = True
+    while pending and progress:
+        progress = False
+        for op in ops:
+            kind = op_names[op.opcodeIndex]
+            if kind not in ("MUL", "ADD") or len(op.inputs) != 2 or int(op.outputs[0]) not in plan.stats:
+                continue
+            if getattr(op.builtinOptions, "fusedActivationFunction", 0):
+                continue  # a clamp after the op: not invertible
+            a, b = int(op.inputs[0]), int(op.inputs[1])
+            for src, const in ((a, b), (b, a)):
+                c = _scalar(model_t, const)
+                if src not in pending or c is None or (kind == "MUL" and c <= 0.0):
+                    continue
+                lo, hi = plan.stats[int(op.outputs[0])]
+                plan.stats[src] = (lo / c, hi / c) if kind == "MUL" else (lo - c, hi - c)
+                del pending[src]
+                progress = True
 
 
 def op_names_of(model_t: Any, s: Any) -> list[str]:
