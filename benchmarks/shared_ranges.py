@@ -3,8 +3,8 @@
     python benchmarks/shared_ranges.py [--calib 128] [--test 2000] [--report 32] [NAME ...]
 
 For each trained CIFAR-10 reference (``references/cifar10/NAME``; default: all of them) it exports the FP32
-ONNX model once, draws ``--calib`` calibration images from CIFAR-10's *training* split and scores on the
-first ``--test`` images of the *test* split, then makes the fully integer TFLite model two ways from the
+ONNX model once, draws ``--calib`` calibration images from CIFAR-10's *training* split (seed 0) and
+scores on ``--test`` images drawn from the *test* split (seed 1; the tar is ordered by class), then makes the fully integer TFLite model two ways from the
 same FP32 flatbuffer inputs: (a) ``TFLiteConverter`` with the representative dataset (TensorFlow's
 calibrator, what ghostedge did before), (b) the ranges of one onnxruntime pass over the FP32 ONNX model
 (what ghostedge does now, also for the INT8 ONNX model). Printed per reference: top-1 of FP32 ONNX, (a)
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     names = args.names or sorted(p.name for p in (REPO / "references" / "cifar10").iterdir()
                                  if (p / "model.safetensors").is_file())
-    print(f"{args.calib} calibration images (training split, seed 0), {args.test} test images, "
+    print(f"{args.calib} calibration images (training split, seed 0), {args.test} test images (seed 1), "
           f"per-layer SQNR over {args.report} test images, {args.threads} threads")
     print("| reference | FP32 top-1 % | TF calibrator: top-1 % / agreement / mean, worst layer SQNR dB / INT8 s "
           "| shared ranges: top-1 % / agreement / mean, worst layer SQNR dB / INT8 s |")
@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         test = open_dataset("cifar10", "test", spec)
         pick = np.random.default_rng(0).choice(len(train), size=args.calib, replace=False)
         xc, _ = train.load_batch([int(i) for i in pick])
-        xt, yt = test.load_batch(list(range(args.test)))
+        xt, yt = test.load_batch(sorted(int(i) for i in np.random.default_rng(1).choice(len(test), size=args.test,
+                                                                                        replace=False)))
         with tempfile.TemporaryDirectory(prefix="ghostedge-ranges-") as tmp:
             tmp = Path(tmp)
             onnx_path = export_onnx(model, spec.input_size, tmp / "model.onnx").path
