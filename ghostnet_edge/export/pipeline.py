@@ -426,40 +426,56 @@ def export_artifacts(config: ExportConfig) -> ExportReport:
         cfg = validate_config(config)
         inputs = (cfg.checkpoint, cfg.calib, cfg.verify_data, cfg.val_data)
         out = check_output_dir(cfg.out, cfg.force, inputs)
-    with timer.stage("load_model"):
-        model, spec, meta, trained = _load(cfg, warnings)
-        spec = _with_input_size(spec, parse_input_size(cfg.input_size))
-        model.eval()
-        needed = estimate_export_bytes(model, cfg)
-        check_output_dir(out, cfg.force, inputs, needed_bytes=needed if CHECK_SPACE_UP_FRONT else 0)
-    # ---- images (drawn before any conversion, so a bad folder fails fast) ----------------------------
-    with timer.stage("select_images"):
-        from ghostnet_edge.calib import split_calibration_verification
-        from ghostnet_edge.calib.sampler import draw, list_images, make_image_set
+    # With 2+ threads the TFLite converter runs in a process of its own (see export/tflite/worker.py),
+    # taken now so that it imports TensorFlow (once per process) while this one loads the model,
+    # preprocesses and exports ONNX. It is kept for the next export only when this one succeeded.
+    from ghostnet_edge.export.onnx.verify import default_threads
+    from ghostnet_edge.export.tflite import worker as tflite_worker
 
-        if cfg.calib is not None:
-            calib_set, verify_set = split_calibration_verification(
-                cfg.calib, cfg.num_calib, cfg.num_verify, cfg.seed, verify_source=cfg.verify_data)
-            for w in (*verify_set.warnings, *calib_set.warnings):
-                warnings.append(w)
-                log.warning(w)
-        else:
-            files = list_images(cfg.verify_data, "verification")
-            verify_set = make_image_set(Path(cfg.verify_data), draw(files, cfg.num_verify, cfg.seed + 1),
-                                        cfg.num_verify, len(files))
-            calib_set = None
-    with timer.stage("dependencies"):
-        check_dependencies(cfg)
-    from ghostnet_edge.utils.atomic import atomic_dir, out_of_space
+    worker = None
+    if "tflite" in cfg.formats and (cfg.threads or default_threads()) >= 2 and _installed("tensorflow"):
+        worker = tflite_worker.acquire()
+    ok = False
+    try:
+        with timer.stage("load_model"):
+            model, spec, meta, trained = _load(cfg, warnings)
+            spec = _with_input_size(spec, parse_input_size(cfg.input_size))
+            model.eval()
+            needed = estimate_export_bytes(model, cfg)
+            check_output_dir(out, cfg.force, inputs, needed_bytes=needed if CHECK_SPACE_UP_FRONT else 0)
+        # ---- images (drawn before any conversion, so a bad folder fails fast) ----------------------------
+        with timer.stage("select_images"):
+            from ghostnet_edge.calib import split_calibration_verification
+            from ghostnet_edge.calib.sampler import draw, list_images, make_image_set
 
-    with atomic_dir(out, force=cfg.force) as staging:
-        try:
-            report = _run(cfg, staging, out, timer, warnings, (model, spec, meta, trained), calib_set, verify_set)
-        except Exception as exc:
-            full = out_of_space(out, exc, needed)   # checked while the staged files still take their space
-            if full is not None:
-                raise full from exc
-            raise
+            if cfg.calib is not None:
+                calib_set, verify_set = split_calibration_verification(
+                    cfg.calib, cfg.num_calib, cfg.num_verify, cfg.seed, verify_source=cfg.verify_data)
+                for w in (*verify_set.warnings, *calib_set.warnings):
+                    warnings.append(w)
+                    log.warning(w)
+            else:
+                files = list_images(cfg.verify_data, "verification")
+                verify_set = make_image_set(Path(cfg.verify_data), draw(files, cfg.num_verify, cfg.seed + 1),
+                                            cfg.num_verify, len(files))
+                calib_set = None
+        with timer.stage("dependencies"):
+            check_dependencies(cfg)
+        from ghostnet_edge.utils.atomic import atomic_dir, out_of_space
+
+        with atomic_dir(out, force=cfg.force) as staging:
+            try:
+                report = _run(cfg, staging, out, timer, warnings, (model, spec, meta, trained), calib_set, verify_set,
+                                  worker)
+            except Exception as exc:
+                full = out_of_space(out, exc, needed)   # checked while the staged files still take their space
+                if full is not None:
+                    raise full from exc
+                raise
+        ok = True
+    finally:
+        if worker is not None:
+            tflite_worker.release(worker, healthy=ok)  # a failed or interrupted job: the child is stopped
     report.out_dir = out
     report.cpu_timings = dict(timer.cpu)
     report.wall_seconds = time.perf_counter() - t_start
@@ -469,28 +485,14 @@ def export_artifacts(config: ExportConfig) -> ExportReport:
 
 
 def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: list[str],
-         loaded: tuple[Any, Any, dict[str, Any], bool], calib_set: Any, verify_set: Any) -> ExportReport:
+         loaded: tuple[Any, Any, dict[str, Any], bool], calib_set: Any, verify_set: Any,
+         worker: Any = None) -> ExportReport:
     from ghostnet_edge.export.onnx import verify as ov
 
     work = staging / ".work"
     work.mkdir()
     threads = cfg.threads or ov.default_threads()
-    # With 2+ threads the TFLite converter runs in a process of its own (see export/tflite/worker.py),
-    # taken now so that it imports TensorFlow (once per process) while this one preprocesses and exports
-    # ONNX. It is kept for the next export only when this one succeeded.
-    worker = None
-    if "tflite" in cfg.formats and threads >= 2:
-        from ghostnet_edge.export.tflite import worker as tflite_worker
-
-        worker = tflite_worker.acquire()
-    ok = False
-    try:
-        report = _run_stages(cfg, staging, out, timer, warnings, loaded, calib_set, verify_set, work, threads, worker)
-        ok = True
-        return report
-    finally:
-        if worker is not None:
-            tflite_worker.release(worker, healthy=ok)  # a failed or interrupted job: the child is stopped
+    return _run_stages(cfg, staging, out, timer, warnings, loaded, calib_set, verify_set, work, threads, worker)
 
 
 def _run_stages(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: list[str],
