@@ -5,10 +5,11 @@ Order of work, and why:
 1. Check everything cheap first (options, output folder, installed converters, checkpoint, input
    size, image folders) so a mistake fails in seconds, before any conversion.
 2. Draw a held-out verification set, then a disjoint calibration set from the remaining images.
-3. FP32 ONNX -> verify; then INT8 ONNX (onnxruntime QDQ, or NNCF with accuracy control) -> verify,
-   and TFLite FP32/INT8 from that same verified ONNX -> verify. With 2+ threads the TFLite converter
-   (single-threaded calibration) runs in a worker thread beside the ONNX quantization. Every check
-   runs on the held-out images.
+3. FP32 ONNX -> verify; one calibration pass over it (``calib.ranges``) gives the activation ranges
+   of both INT8 models; INT8 ONNX (onnxruntime QDQ, or NNCF with accuracy control) -> verify, and
+   TFLite FP32/INT8 from that same verified ONNX -> verify. With 2+ threads the TFLite converter runs
+   in a process of its own (``export/tflite/worker.py``) beside the calibration and the ONNX
+   quantization. Every check runs on the held-out images.
 4. labels.txt, quant_report.json/.md and finally manifest.json (hashes of all the others).
 
 Everything is written into a staging folder next to ``--out`` and swapped in only when every artifact

@@ -2,7 +2,8 @@
 
 The TFLite converter writes absl warnings and a quantizer banner straight to fd 2, past Python's
 ``sys.stderr``. Silencing them means pointing fd 2 at a temporary file for the length of one
-conversion, which runs in a worker thread. While it does, the whole process's stderr goes there, so
+conversion, which may run in a thread beside others (with 2+ threads an export converts in a process of
+its own, see ``export/tflite/worker.py``). While it does, the whole process's stderr goes there, so
 whoever must tell the user something right now (Ctrl-C, SIGTERM, an error) first calls
 :func:`restore_stderr`, which puts the real stderr back at once, whatever the worker is doing.
 """
