@@ -58,7 +58,8 @@ def test_ranges_key_covers_model_images_method_and_runtime(calib: np.ndarray) ->
                 cr.ranges_key(b"model", calib[:12], "minmax", "1.0")}) == 6
 
 
-def test_collect_caches_and_survives_a_corrupt_entry(onnx_model: Path, calib: np.ndarray, tmp_path: Path) -> None:
+def test_collect_caches_and_survives_a_corrupt_entry(onnx_model: Path, calib: np.ndarray, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     first = cr.collect_ranges(onnx_model, calib, "minmax", threads=1, cache_dir=tmp_path)
     assert not first.cache_hit and first.num_images == len(calib) and len(first.ranges) > 100
     assert all(lo <= hi for lo, hi in first.ranges.values())
@@ -70,6 +71,10 @@ def test_collect_caches_and_survives_a_corrupt_entry(onnx_model: Path, calib: np
     assert json.loads((tmp_path / f"{first.key}.json").read_text())["method"] == "minmax"
     nocache = cr.collect_ranges(onnx_model, calib, "minmax", threads=1, use_cache=False, cache_dir=tmp_path / "x")
     assert nocache.ranges == first.ranges and not (tmp_path / "x").exists()
+    # The cache keeps the most recently used MAX_CACHED files.
+    monkeypatch.setattr(cr, "MAX_CACHED", 1)
+    other = cr.collect_ranges(onnx_model, calib[:8], "minmax", threads=1, cache_dir=tmp_path)
+    assert [p.name for p in tmp_path.glob("*.json")] == [f"{other.key}.json"]
 
 
 def test_collect_rejects_bad_input(onnx_model: Path) -> None:

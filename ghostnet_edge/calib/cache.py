@@ -125,9 +125,9 @@ def calibration_tensors(files: Sequence[Path], preprocess: PreprocessLike, use_c
     return TensorBatch(arr, key, False, target)
 
 
-def prune(root: Path, max_entries: int = MAX_ENTRIES) -> list[Path]:
+def prune(root: Path, max_entries: int = MAX_ENTRIES, pattern: str = "*.npy") -> list[Path]:
     """Remove the least recently used entries beyond ``max_entries``; returns what was removed."""
-    entries = sorted(root.glob("*.npy"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    entries = sorted(root.glob(pattern), key=lambda p: p.stat().st_mtime_ns, reverse=True)
     removed = []
     for old in entries[max_entries:]:
         try:

@@ -38,6 +38,7 @@ _ORT_METHOD = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percenti
 # reduce over the batch axis, so the ranges are the same as feeding images one at a time.
 CALIB_BATCH = 8
 _FORMAT = 1   # bump when the cached file's meaning changes
+MAX_CACHED = 256  # ranges files (~20 KB each) kept; the least recently used beyond are removed
 
 
 @dataclass
@@ -246,6 +247,8 @@ def collect_ranges(model_path: Path | str, calib: np.ndarray, method: str = "min
     if use_cache and target.is_file():
         cached = _load_cached(target, method)
         if cached is not None:
+            with contextlib.suppress(OSError):
+                os.utime(target)  # recently used: kept by the pruning
             cached.key, cached.cache_hit, cached.seconds = key, True, time.perf_counter() - t0
             return cached
     try:
@@ -257,7 +260,10 @@ def collect_ranges(model_path: Path | str, calib: np.ndarray, method: str = "min
                           "try another --calib-method, or --no-int8 to export FP32 only") from exc
     result = TensorRanges(method, ranges, int(len(calib)), key, False, 0.0)
     if use_cache:
-        with contextlib.suppress(OSError):  # a read-only or full cache costs speed, never the export
+        from ghostnet_edge.calib.cache import prune
+
+        with contextlib.suppress(OSError, GhostEdgeError):  # a read-only or full cache costs speed, never the export
             atomic_write_json(target, result.to_json())
+            prune(target.parent, MAX_CACHED, "*.json")
     result.seconds = time.perf_counter() - t0
     return result
