@@ -77,6 +77,25 @@ def test_collect_caches_and_survives_a_corrupt_entry(onnx_model: Path, calib: np
     assert [p.name for p in tmp_path.glob("*.json")] == [f"{other.key}.json"]
 
 
+def test_skipped_activation_inputs_take_their_activations_range(onnx_model: Path, calib: np.ndarray,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Leaving Relu/Clip inputs unmeasured changes no measured range (beyond float rounding of the
+    fused kernels) and gives each skipped tensor its activation's output range."""
+    import onnx
+
+    skipped = cr.activation_inputs(onnx.load(str(onnx_model)))
+    assert len(skipped) > 5
+    fast = cr.collect_ranges(onnx_model, calib, "minmax", threads=1, use_cache=False).ranges
+    monkeypatch.setattr(cr, "activation_inputs", lambda _model: {})
+    full = cr.collect_ranges(onnx_model, calib, "minmax", threads=1, use_cache=False).ranges
+    assert set(fast) == set(full)
+    for name, (lo, hi) in full.items():
+        got = fast[name] if name not in skipped else fast[skipped[name]]
+        assert got == pytest.approx((lo, hi) if name not in skipped else full[skipped[name]], rel=1e-4, abs=1e-5)
+        if name in skipped:
+            assert fast[name] == fast[skipped[name]]
+
+
 def test_collect_rejects_bad_input(onnx_model: Path) -> None:
     with pytest.raises(ExportError, match="expected"):
         cr.collect_ranges(onnx_model, np.zeros((0, 3, 32, 32), np.float32), use_cache=False)
@@ -88,7 +107,10 @@ def test_collect_rejects_bad_input(onnx_model: Path) -> None:
 def test_onnx_int8_from_shared_ranges_equals_onnxruntimes_own_calibration(onnx_model: Path, calib: np.ndarray,
                                                                          tmp_path: Path, method: str) -> None:
     """The QDQ model from the shared pass is the one ``quantize_static`` makes calibrating itself (same
-    calibrator, batches and session options), through both ways of handing it the ranges."""
+    calibrator, batches and session options), through both ways of handing it the ranges: the same
+    graph, and the same scales and codes up to the float rounding of the fused Conv+Relu kernels that
+    the shared pass keeps (its Relu inputs take their Relu's range, as onnxruntime's quantizer sets)."""
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     from ghostnet_edge.export.onnx import quantize as q
@@ -105,14 +127,28 @@ def test_onnx_int8_from_shared_ranges_equals_onnxruntimes_own_calibration(onnx_m
         out = tmp_path / f"shared-{cache_file}.onnx"
         q.quantize_onnx(onnx_model, out, calib, method, act, ranges=ranges, work_dir=tmp_path,
                         cache_file=cache_file)
-        import onnx
-
         a, b = onnx.load(str(own)), onnx.load(str(out))
         assert [n.op_type for n in a.graph.node] == [n.op_type for n in b.graph.node]
-        assert {i.name: i.SerializeToString() for i in a.graph.initializer} == \
-            {i.name: i.SerializeToString() for i in b.graph.initializer}
+        _same_initializers(a, b)
     with pytest.raises(ExportError, match="collected with"):
         q.quantize_onnx(onnx_model, tmp_path / "x.onnx", calib, "entropy", act, ranges=ranges, work_dir=tmp_path)
+
+
+def _same_initializers(a: object, b: object) -> None:
+    from onnx import numpy_helper
+
+    ia = {i.name: numpy_helper.to_array(i) for i in a.graph.initializer}
+    ib = {i.name: numpy_helper.to_array(i) for i in b.graph.initializer}
+    assert set(ia) == set(ib)
+    for name, x in ia.items():
+        y = ib[name]
+        assert x.dtype == y.dtype and x.shape == y.shape, name
+        if x.dtype.kind == "f":
+            np.testing.assert_allclose(y, x, rtol=1e-3, atol=1e-8, err_msg=name)
+        elif x.dtype.itemsize == 1:
+            assert np.abs(x.astype(np.int32) - y.astype(np.int32)).max(initial=0) <= 1, name
+        else:
+            np.testing.assert_allclose(y, x, rtol=1e-3, atol=1, err_msg=name)
 
 
 # ---- TFLite: placing the ranges ---------------------------------------------------------------------------------
