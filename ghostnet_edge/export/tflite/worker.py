@@ -258,9 +258,11 @@ def release(worker: TfliteWorker, healthy: bool) -> None:
 
 @atexit.register
 def _stop_idle() -> None:
+    """At exit the idle converter is killed, not asked to stop: its TensorFlow teardown would only
+    delay the exit of the process that owns it, and it holds nothing to save."""
     with _IDLE_LOCK:
         while _IDLE:
-            _IDLE.pop().close()
+            _IDLE.pop().kill()
 
 
 def _rebuild(err: dict[str, Any]) -> errors.GhostEdgeError:
