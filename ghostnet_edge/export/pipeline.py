@@ -488,17 +488,7 @@ def export_artifacts(config: ExportConfig) -> ExportReport:
 def _run(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: list[str],
          loaded: tuple[Any, Any, dict[str, Any], bool], calib_set: Any, verify_set: Any,
          worker: Any = None) -> ExportReport:
-    from ghostnet_edge.export.onnx import verify as ov
-
-    work = staging / ".work"
-    work.mkdir()
-    threads = cfg.threads or ov.default_threads()
-    return _run_stages(cfg, staging, out, timer, warnings, loaded, calib_set, verify_set, work, threads, worker)
-
-
-def _run_stages(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warnings: list[str],
-                loaded: tuple[Any, Any, dict[str, Any], bool], calib_set: Any, verify_set: Any, work: Path,
-                threads: int, worker: Any) -> ExportReport:
+    """Everything that writes, into ``staging``; ``worker`` is the TFLite converter process, if any."""
     import torch
 
     from ghostnet_edge.calib import calibration_tensors
@@ -510,6 +500,9 @@ def _run_stages(cfg: ExportConfig, staging: Path, out: Path, timer: _Timer, warn
     from ghostnet_edge.utils.atomic import atomic_write_json, atomic_write_text
     from ghostnet_edge.utils.versions import package_versions
 
+    work = staging / ".work"
+    work.mkdir()
+    threads = cfg.threads or ov.default_threads()
     model, spec, meta, trained = loaded
     input_size = tuple(spec.input_size)
     pre = Preprocess.from_spec(spec)
