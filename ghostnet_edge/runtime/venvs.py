@@ -399,12 +399,7 @@ def _build(python: PythonInfo, specs: Sequence[str], folder: Path, label: str, w
     if wheel_check:
         wheels.mkdir(parents=True)
         wheel = check_wheel(python, wheel_check, wheels)
-    done = subprocess.run([str(python.executable), "-m", "venv", "--without-pip", str(folder)],
-                          capture_output=True, text=True, timeout=300, env=clean_env())
-    if done.returncode != 0:
-        raise VenvError(f"{what}: python -m venv failed: {_tail(done.stderr, 3)}",
-                        "install the venv module for this Python (Debian: apt-get install python3-venv)")
-    venv_python = folder / "bin" / "python"
+    venv_python = _make_venv(python, folder, what)
     if specs:
         _pip_install(python, venv_python, specs, wheels if wheel else None, what)
     shutil.rmtree(wheels, ignore_errors=True)
@@ -421,6 +416,16 @@ def _build(python: PythonInfo, specs: Sequence[str], folder: Path, label: str, w
     }
     _write_atomic(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
+
+
+def _make_venv(python: PythonInfo, folder: Path, what: str) -> Path:
+    """An empty venv (no pip: the builders install with the host's pip) in ``folder``; its python."""
+    done = subprocess.run([str(python.executable), "-m", "venv", "--without-pip", str(folder)],
+                          capture_output=True, text=True, timeout=300, env=clean_env())
+    if done.returncode != 0:
+        raise VenvError(f"{what}: python -m venv failed: {_tail(done.stderr, 3)}",
+                        "install the venv module for this Python (Debian: apt-get install python3-venv)")
+    return folder / "bin" / "python"
 
 
 # ------------------------------------------------------------------------------------ runner venvs
@@ -459,12 +464,7 @@ def torch_tool_venv(python: PythonInfo, specs: Sequence[str], *, label: str, tor
     what = f"the {label} venv for Python {python.version}"
 
     def build(folder: Path) -> dict[str, Any]:
-        done = subprocess.run([str(python.executable), "-m", "venv", "--without-pip", str(folder)],
-                              capture_output=True, text=True, timeout=300, env=clean_env())
-        if done.returncode != 0:
-            raise VenvError(f"{what}: python -m venv failed: {_tail(done.stderr, 3)}",
-                            "install the venv module for this Python (Debian: apt-get install python3-venv)")
-        venv_python = folder / "bin" / "python"
+        venv_python = _make_venv(python, folder, what)
         base = ["--python", str(venv_python), "install", "--only-binary=:all:", "--no-input", "-q",
                 "--find-links", str(find_links)]
         constraints = folder / "ghostedge-constraints.txt"
