@@ -218,9 +218,7 @@ def _skip_tensors(skip: set[str]) -> Iterator[None]:
         calibrate.CalibraterBase.select_tensors_to_calibrate = original
 
 
-def _input_name(model_path: Path) -> str:
-    onnx = require("onnx", "onnx", "INT8 calibration")
-    model = onnx.load(str(model_path), load_external_data=False)
+def _input_name(model: Any) -> str:
     inits = {i.name for i in model.graph.initializer}
     names = [i.name for i in model.graph.input if i.name not in inits]
     if len(names) != 1:
@@ -229,15 +227,16 @@ def _input_name(model_path: Path) -> str:
     return names[0]
 
 
-def _quiet_collect(fn: Any) -> Any:
-    """onnxruntime's calibrators print progress and log advice to the root logger; hide both."""
+@contextlib.contextmanager
+def quiet_onnxruntime() -> Iterator[None]:
+    """onnxruntime's calibrators and quantizer print progress and log advice to the root logger; hide both."""
     import io
     import logging
 
     logging.disable(logging.WARNING)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            return fn()
+            yield
     finally:
         logging.disable(logging.NOTSET)
 
@@ -246,23 +245,22 @@ def _collect(model_path: Path, calib: np.ndarray, method: str, threads: int | No
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
 
     onnx = require("onnx", "onnx", "INT8 calibration")
-    skipped = activation_inputs(onnx.load(str(model_path), load_external_data=False))
-    reader = ArrayDataReader(calib, _input_name(model_path))
+    model = onnx.load(str(model_path), load_external_data=False)
+    skipped = activation_inputs(model)
+    reader = ArrayDataReader(calib, _input_name(model))
     with tempfile.TemporaryDirectory(prefix="ghostedge-calib-") as tmp, optimized_calibration_sessions(threads), \
             _skip_tensors(set(skipped)):
         calibrator = create_calibrator(model_path, None,
                                        augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                        calibrate_method=getattr(CalibrationMethod, _ORT_METHOD[method]))
 
-        def run() -> Any:
-            # One batch at a time, merging ranges/histograms as it goes: otherwise the calibrators keep
-            # every intermediate tensor of every image in memory (gigabytes for 256 images at 224x224).
+        # One batch at a time, merging ranges/histograms as it goes: otherwise the calibrators keep every
+        # intermediate tensor of every image in memory (gigabytes for 256 images at 224x224).
+        with quiet_onnxruntime():
             for start in range(len(reader)):
                 reader.set_range(start, start + 1)
                 calibrator.collect_data(reader)
-            return calibrator.compute_data()
-
-        data = _quiet_collect(run)
+            data = calibrator.compute_data()
     out: dict[str, tuple[float, float]] = {}
     for name, td in data.items():
         lo, hi = td.range_value

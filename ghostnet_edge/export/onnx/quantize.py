@@ -16,9 +16,7 @@ one choice that depends on where the model will run:
 from __future__ import annotations
 
 import contextlib
-import io
 import json
-import logging
 import platform
 import tempfile
 from collections.abc import Iterator
@@ -34,6 +32,7 @@ from ghostnet_edge.calib.ranges import (  # noqa: F401 - CALIB_METHODS re-export
     TensorRanges,
     check_method,
     collect_ranges,
+    quiet_onnxruntime,
 )
 from ghostnet_edge.errors import ExportError, GhostEdgeError, require
 from ghostnet_edge.utils.atomic import atomic_write_bytes
@@ -101,17 +100,6 @@ def choose_activation_type(requested: str = "auto", machine: str | None = None,
                                 "ARM: SDOT/SMMLA multiply s8 x s8, and int8 activations match TFLite/XNNPACK")
     return ActivationChoice("uint8", False, target,
                             f"unknown CPU {target!r}: uint8 activations, onnxruntime's default for CPUs")
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Hide onnxruntime's quantizer prints and its root-logger advice (we already follow it)."""
-    logging.disable(logging.WARNING)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        logging.disable(logging.NOTSET)
 
 
 @contextlib.contextmanager
@@ -195,7 +183,7 @@ def quantize_onnx(fp32_path: Path | str, out_path: Path | str, calib: np.ndarray
 
             quant_pre_process(str(source), str(pre_path), skip_symbolic_shape=False)
             source = pre_path
-        with _quiet(), _precomputed_ranges(ranges, cache_file) as given:
+        with quiet_onnxruntime(), _precomputed_ranges(ranges, cache_file) as given:
             quantize_static(
                 str(source), str(tmp_out), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                 reduce_range=activation.reduce_range,
