@@ -22,6 +22,12 @@ class GhostEdgeError(Exception):
         return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's text (converters raise pages of log), or its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class CheckpointError(GhostEdgeError):
     """Missing, corrupt or mismatched checkpoint."""
 

@@ -251,23 +251,15 @@ def test_shared_ranges_cover_every_tensor_the_calibrator_measures(tf_pair: dict,
 def test_quantizing_the_fp32_flatbuffer_gives_the_converters_model(tf_pair: dict) -> None:
     """Written with TensorFlow's own calibration numbers, the direct quantizer call reproduces the
     converter's INT8 model: every op, tensor, scale and weight; only TF's conversion-metadata entry differs."""
-    import flatbuffers
-    import tensorflow as tf
-    from tensorflow.lite.python import convert as tf_convert
     from tensorflow.lite.python.optimize import calibrator as tf_calibrator
 
     from ghostnet_edge.export.tflite.metadata import schema
+    from ghostnet_edge.export.tflite.ranges import quantize_calibrated, write_stats
 
     s = schema()
-    theirs = _stats(tf_pair["tf_calibrated"])
-    m = s.ModelT.InitFromPackedBuf(bytearray(tf_calibrator.add_intermediate_tensors(tf_pair["fp32"])), 0)
-    for idx, (lo, hi) in theirs.items():
-        t = m.subgraphs[0].tensors[idx]
-        t.quantization = t.quantization or s.QuantizationParametersT()
-        t.quantization.min, t.quantization.max = [lo], [hi]
-    b = flatbuffers.Builder(1024)
-    b.Finish(m.Pack(b), file_identifier=b"TFL3")
-    mine = bytes(tf_convert.mlir_quantize(bytes(b.Output()), False, input_data_type=tf.int8, output_data_type=tf.int8))
+    calibrated = write_stats(bytes(tf_calibrator.add_intermediate_tensors(tf_pair["fp32"])),
+                             _stats(tf_pair["tf_calibrated"]))
+    mine = quantize_calibrated(calibrated, "int8", per_channel=True)
     a = s.ModelT.InitFromPackedBuf(bytearray(mine), 0)
     r = s.ModelT.InitFromPackedBuf(bytearray(tf_pair["tf_int8"]), 0)
     ops = [(o.opcodeIndex, list(o.inputs), list(o.outputs)) for o in a.subgraphs[0].operators]

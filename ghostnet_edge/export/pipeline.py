@@ -338,23 +338,23 @@ def _decode_all(image_sets: Sequence[Any], pre: Any, use_cache: bool) -> list[An
     named in one error."""
     from ghostnet_edge.calib import calibration_tensors
 
-    arrays: list[Any] = []
+    batches: list[Any] = []
     problems: list[str] = []
     for image_set in image_sets:
         if image_set is None:
-            arrays.append(None)
+            batches.append(None)
             continue
         try:
-            arrays.append(calibration_tensors(image_set.files, pre, use_cache=use_cache))
+            batches.append(calibration_tensors(image_set.files, pre, use_cache=use_cache))
         except DataError as exc:
             if "cannot be read" not in exc.message:
                 raise
             problems.append(exc.message)
-            arrays.append(None)
+            batches.append(None)
     if problems:
         raise DataError(" and ".join(problems), "remove or replace these files (or convert them to JPEG/PNG) "
                         "and run again")
-    return arrays
+    return batches
 
 
 # Refuse an export before converting when the disk has less free space than estimate_export_bytes():

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ghostnet_edge.errors import ExportError, require
+from ghostnet_edge.errors import ExportError, first_line, require
 from ghostnet_edge.export.tflite import metadata as md
 from ghostnet_edge.export.tflite.ranges import quantize_with_ranges
 from ghostnet_edge.utils.atomic import atomic_write_bytes
@@ -135,7 +135,7 @@ def _convert(tf: Any, concrete: Any, rep_nhwc: np.ndarray | None, io_dtype: str,
             return bytes(conv.convert())
     except Exception as exc:  # ConverterError and friends: surface as one user-facing error
         kind = ("16x8" if int16_activations else "INT8") if rep_nhwc is not None else "FP32"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ExportError(f"the TFLite converter failed ({kind}): {first}",
                           "the model has an op without a TFLite INT8 kernel; run with --verbose for the "
                           "converter's log, or export FP32 only") from exc
@@ -282,7 +282,7 @@ def _convert_int8(tf: Any, concrete: Any, proto: Any, rep_nhwc: np.ndarray, io_d
             with _quiet_native_stderr():
                 model, plan = quantize_with_ranges(float_model, proto, ranges, io_dtype, per_channel)
         except Exception as exc:
-            raise ExportError(f"the TFLite quantizer failed (INT8): {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
+            raise ExportError(f"the TFLite quantizer failed (INT8): {first_line(exc)}",
                               "run with --verbose for the converter's log, or export FP32 only") from exc
         if model is not None:
             return model, "shared calibration ranges (one onnxruntime pass over the FP32 ONNX model)"

@@ -186,11 +186,28 @@ def op_names_of(model_t: Any, s: Any) -> list[str]:
     return [by_code.get(max(int(c.builtinCode), int(c.deprecatedBuiltinCode)), "CUSTOM") for c in model_t.operatorCodes]
 
 
+def write_stats(float_model: bytes, stats: Mapping[int, tuple[float, float]]) -> bytes:
+    """``float_model`` with ``stats`` (tensor index -> (lo, hi)) as its calibration min/max: the
+    calibrated flatbuffer TensorFlow's calibrator would hand its quantizer."""
+    import flatbuffers
+
+    from ghostnet_edge.export.tflite.metadata import schema
+
+    s = schema()
+    model_t = s.ModelT.InitFromPackedBuf(bytearray(float_model), 0)
+    for idx, (lo, hi) in stats.items():
+        t = model_t.subgraphs[0].tensors[idx]
+        if t.quantization is None:
+            t.quantization = s.QuantizationParametersT()
+        t.quantization.min, t.quantization.max = [float(lo)], [float(hi)]
+    builder = flatbuffers.Builder(max(1024, len(float_model) + 4096))
+    builder.Finish(model_t.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
 def calibrated_model(float_model: bytes, onnx_proto: Any, ranges: Mapping[str, tuple[float, float]]
                      ) -> tuple[bytes | None, StatsPlan]:
     """``float_model`` with ``ranges`` written as its calibration min/max, or None when a tensor is unplaced."""
-    import flatbuffers
-
     from ghostnet_edge.export.tflite.metadata import schema
 
     s = schema()
@@ -201,14 +218,17 @@ def calibrated_model(float_model: bytes, onnx_proto: Any, ranges: Mapping[str, t
                         [i.name for i in graph.input if i.name not in inits], [o.name for o in graph.output])
     if not plan.complete:
         return None, plan
-    for idx, (lo, hi) in plan.stats.items():
-        t = model_t.subgraphs[0].tensors[idx]
-        if t.quantization is None:
-            t.quantization = s.QuantizationParametersT()
-        t.quantization.min, t.quantization.max = [lo], [hi]
-    builder = flatbuffers.Builder(max(1024, len(float_model) + 4096))
-    builder.Finish(model_t.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output()), plan
+    return write_stats(float_model, plan.stats), plan
+
+
+def quantize_calibrated(calibrated: bytes, io_dtype: str, per_channel: bool) -> bytes:
+    """TensorFlow's quantizer on a calibrated flatbuffer, called as ``TFLiteConverter`` calls it after
+    its calibrator (``mlir_quantize``; int8/uint8/float32 model input and output)."""
+    import tensorflow as tf
+    from tensorflow.lite.python import convert as tf_convert
+
+    io = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[io_dtype]
+    return bytes(tf_convert.mlir_quantize(calibrated, not per_channel, input_data_type=io, output_data_type=io))
 
 
 def quantize_with_ranges(float_model: bytes, onnx_proto: Any, ranges: Mapping[str, tuple[float, float]],
@@ -222,13 +242,9 @@ def quantize_with_ranges(float_model: bytes, onnx_proto: Any, ranges: Mapping[st
     only TensorFlow's ``CONVERSION_METADATA`` entry differs (it describes the float conversion). Returns
     None (and the plan naming what was unplaced) when a tensor has no range.
     """
-    import tensorflow as tf
-    from tensorflow.lite.python import convert as tf_convert
     from tensorflow.lite.python.optimize import calibrator as tf_calibrator
 
     calibrated, plan = calibrated_model(bytes(tf_calibrator.add_intermediate_tensors(float_model)), onnx_proto, ranges)
     if calibrated is None:
         return None, plan
-    io = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[io_dtype]
-    return bytes(tf_convert.mlir_quantize(calibrated, not per_channel, input_data_type=io,
-                                          output_data_type=io)), plan
+    return quantize_calibrated(calibrated, io_dtype, per_channel), plan

@@ -62,8 +62,7 @@ def _error_dict(exc: BaseException) -> dict[str, Any]:
                 "message": exc.message, "hint": exc.hint, "errno": errno}
     if isinstance(exc, errors.GhostEdgeError):
         return {"type": type(exc).__name__, "message": exc.message, "hint": exc.hint, "errno": errno}
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return {"type": "ExportError", "message": f"the TFLite conversion failed: {first}",
+    return {"type": "ExportError", "message": f"the TFLite conversion failed: {errors.first_line(exc)}",
             "hint": "run with --verbose for the converter's log, or export ONNX only (--formats onnx)",
             "errno": errno}
 
