@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="ghostnet_100")
     ap.add_argument("--warm", action="store_true", help="run twice; the second run hits the tensor cache")
     ap.add_argument("--formats", default="onnx,tflite")
+    ap.add_argument("--niceness", type=int, default=None,
+                    help="the TFLite converter process's niceness after its TensorFlow import (default 10)")
     args = ap.parse_args(argv)
 
     tar = SHARED / "data" / "cifar10-jpg.tar"
@@ -51,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: {tar} is absent (set GHOSTEDGE_SHARED)")
         return 0
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    if args.niceness is not None:
+        os.environ["GHOSTEDGE_CONVERTER_NICENESS"] = str(args.niceness)
     with tempfile.TemporaryDirectory(prefix="ghostedge-bench-") as tmp:
         tmp = Path(tmp)
         os.environ["GHOSTEDGE_CACHE"] = str(tmp / "cache")
