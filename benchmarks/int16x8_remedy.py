@@ -47,10 +47,10 @@ def main() -> int:
     val = load_images(args.val, model, None)
     calib, _ = load_images(args.calib, model, args.num_calib)
     from ghostnet_edge.export.checks import accuracy
-    from ghostnet_edge.export.tflite.verify import run_tflite
+    from ghostnet_edge.runtime.backends import run_artifact
 
-    fp32 = accuracy(run_tflite(d / "model_fp32.tflite", val[0]), val[1])
-    int8 = accuracy(run_tflite(d / "model_int8.tflite", val[0]), val[1])
+    fp32 = accuracy(run_artifact(d / "model_fp32.tflite", val[0]), val[1])
+    int8 = accuracy(run_artifact(d / "model_int8.tflite", val[0]), val[1])
     with tempfile.TemporaryDirectory() as tmp:
         r = bd.build_remedy(d / "model.onnx", Path(tmp) / bd.REMEDY_FILE, d / "model_fp32.tflite",
                             d / "model_int8.tflite", val, fp32, 0.0, calib, labels,

@@ -51,7 +51,7 @@ def main() -> int:
     from ghostnet_edge.data.datasets import open_dataset
     from ghostnet_edge.data.loader import iterate_batches
     from ghostnet_edge.export import report as rp
-    from ghostnet_edge.export.tflite.verify import per_layer_sqnr
+    from ghostnet_edge.export.tflite.layers import per_layer_sqnr
     from ghostnet_edge.models import get_spec
 
     manifest = json.loads((args.export_dir / "manifest.json").read_text())

@@ -210,7 +210,7 @@ def integer_status(path: Path, expected_depthwise: int | None) -> dict[str, Any]
 
 
 def compare(ref: np.ndarray, q: np.ndarray) -> dict[str, Any]:
-    from ghostnet_edge.export.tflite.verify import sqnr_db, top1_agreement
+    from ghostnet_edge.export.checks import sqnr_db, top1_agreement
 
     per_image = [sqnr_db(r, t) for r, t in zip(ref, q, strict=True)]
     return {"sqnr_db_mean": float(np.mean(per_image)), "sqnr_db_min": float(np.min(per_image)),
@@ -222,8 +222,8 @@ def run_variant(variant: dict[str, Any], args: argparse.Namespace, tmp: Path) ->
     from ghostnet_edge.calib import calibration_tensors, split_calibration_verification
     from ghostnet_edge.data import Preprocess
     from ghostnet_edge.export.tflite._testing import count_depthwise_convs
-    from ghostnet_edge.export.tflite.verify import run_tflite
     from ghostnet_edge.models import load_model
+    from ghostnet_edge.runtime.backends import run_artifact
 
     name = variant["name"]
     model, spec, _ = load_model(variant["checkpoint"] or variant["arch"], arch=variant["arch"]
@@ -256,11 +256,11 @@ def run_variant(variant: dict[str, Any], args: argparse.Namespace, tmp: Path) ->
     print(f"[{name}] ai-edge-quantizer static_wi8_ai8 on model_fp32.tflite ({len(xc)} images) ...", flush=True)
     aeq = aeq_quantize(fp32, int8_aeq, xc, args.threads)
 
-    ref = run_tflite(fp32, xv, num_threads=args.threads)
+    ref = run_artifact(fp32, xv, args.threads)
     routes: dict[str, Any] = {}
     for route, path, seconds in (("ghostedge", int8_ge, report.timings.get("tflite_convert.int8")),
                                  ("aeq", int8_aeq, aeq["seconds"])):
-        q = run_tflite(path, xv, num_threads=args.threads)
+        q = run_artifact(path, xv, args.threads)
         routes[route] = {**compare(ref, q), **integer_status(path, depthwise), "bytes": path.stat().st_size,
                          "quant_seconds": seconds}
     routes["aeq"]["timing_detail"] = {k: v for k, v in aeq.items() if k != "seconds"}

@@ -43,12 +43,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from ghostnet_edge.calib.ranges import collect_ranges
     from ghostnet_edge.data.datasets import open_dataset
-    from ghostnet_edge.export.onnx import verify as ov
     from ghostnet_edge.export.onnx.convert import export_onnx
     from ghostnet_edge.export.tflite.convert import convert_onnx_to_tflite
-    from ghostnet_edge.export.tflite.verify import per_layer_sqnr, run_tflite
+    from ghostnet_edge.export.tflite.layers import per_layer_sqnr
     from ghostnet_edge.models import create_model, get_spec
     from ghostnet_edge.models.checkpoint import load_checkpoint
+    from ghostnet_edge.runtime.backends import run_artifact
 
     names = args.names or sorted(p.name for p in (REPO / "references" / "cifar10").iterdir()
                                  if (p / "model.safetensors").is_file())
@@ -72,14 +72,14 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="ghostedge-ranges-") as tmp:
             tmp = Path(tmp)
             onnx_path = export_onnx(model, spec.input_size, tmp / "model.onnx").path
-            fp32 = ov.run_onnx(ov.ort_session(onnx_path, args.threads), xt)
+            fp32 = run_artifact(onnx_path, xt, args.threads)
             ranges = collect_ranges(onnx_path, xc, "minmax", args.threads, use_cache=False).ranges
             cells = []
             for label, given in (("tf", None), ("shared", ranges)):
                 res = convert_onnx_to_tflite(onnx_path, tmp / f"{label}_fp32.tflite", tmp / f"{label}_int8.tflite",
                                              xc, ranges=given)
                 assert (given is None) == res.ranges_source.startswith("TensorFlow"), res.ranges_source
-                out = run_tflite(tmp / f"{label}_int8.tflite", xt, num_threads=args.threads)
+                out = run_artifact(tmp / f"{label}_int8.tflite", xt, args.threads)
                 layers = per_layer_sqnr(tmp / f"{label}_int8.tflite", tmp / f"{label}_fp32.tflite", xt[:args.report],
                                         num_threads=args.threads)
                 sq = [e.sqnr_db for e in layers]

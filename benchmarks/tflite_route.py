@@ -205,31 +205,11 @@ def histogram_diff(theirs: dict[str, int], ours: dict[str, int]) -> dict[str, in
 
 
 def run_logits(path: Path, nchw: np.ndarray) -> np.ndarray:
-    """Float logits of any batch-1 .tflite for an NCHW batch: NHWC or NCHW input, float or quantized I/O."""
-    from ai_edge_litert.interpreter import Interpreter
+    """Float logits of any batch-1 .tflite for an NCHW batch: NHWC or NCHW input (litert-torch keeps
+    PyTorch's layout), float or quantized I/O; the artifact runner handles both."""
+    from ghostnet_edge.runtime.backends import run_artifact
 
-    from ghostnet_edge.export.tflite.verify import dequantize, quantize
-
-    it = Interpreter(model_path=str(path), num_threads=1)
-    it.allocate_tensors()
-    inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    shape = tuple(int(v) for v in inp["shape"][1:])
-    if shape == nchw.shape[1:]:
-        layout = (0, 1, 2)                     # NCHW input (litert-torch keeps PyTorch's layout)
-    elif shape == (nchw.shape[2], nchw.shape[3], nchw.shape[1]):
-        layout = (1, 2, 0)                     # NHWC input (ours)
-    else:
-        raise ValueError(f"{path.name}: input shape {list(inp['shape'])} fits neither NCHW nor NHWC {nchw.shape}")
-    res = []
-    for img in nchw:
-        x = np.ascontiguousarray(img.transpose(layout)[None], dtype=np.float32)
-        if inp["dtype"] != np.float32:
-            x = quantize(x, *inp["quantization"], inp["dtype"])
-        it.set_tensor(inp["index"], x)
-        it.invoke()
-        y = it.get_tensor(out["index"])
-        res.append(dequantize(y, *out["quantization"]) if out["dtype"] != np.float32 else y.astype(np.float32))
-    return np.concatenate(res).reshape(len(nchw), -1)
+    return run_artifact(path, nchw).reshape(len(nchw), -1)
 
 
 def litert_torch_route(model, rep: np.ndarray, d: Path, ours: dict[str, Path]) -> tuple[dict[str, object],
@@ -239,8 +219,8 @@ def litert_torch_route(model, rep: np.ndarray, d: Path, ours: dict[str, Path]) -
 
     import torch
 
+    from ghostnet_edge.export.checks import sqnr_db, top1_agreement
     from ghostnet_edge.export.tflite.inspect import check_fully_integer, tflite_ops
-    from ghostnet_edge.export.tflite.verify import sqnr_db, top1_agreement
     from ghostnet_edge.models import save_checkpoint
     from ghostnet_edge.runtime import venvs
 

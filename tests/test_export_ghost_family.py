@@ -23,14 +23,27 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("tensorflow")
 
 from ghostnet_edge.errors import ExportError  # noqa: E402
+from ghostnet_edge.export import checks  # noqa: E402
 from ghostnet_edge.export.tflite import inspect as tfl_inspect  # noqa: E402
-from ghostnet_edge.export.tflite import verify  # noqa: E402
 from ghostnet_edge.export.tflite._testing import count_depthwise_convs, export_onnx_for_tests  # noqa: E402
 from ghostnet_edge.export.tflite.convert import convert_onnx_to_tflite  # noqa: E402
 from ghostnet_edge.export.tflite.translate import onnx_to_tf_function  # noqa: E402
+from ghostnet_edge.runtime.backends import run_artifact  # noqa: E402
 
 DFC_OPS = ("AVERAGE_POOL_2D", "LOGISTIC", "RESIZE_NEAREST_NEIGHBOR")
 MIN_INT8_TOP1 = 0.5  # random weights: top-1 hangs on small logit gaps (measured 0.65-0.88)
+
+
+def _fp32_check(b: dict) -> checks.Check:
+    """The export's FP32 check: the one artifact runner, the format-neutral check (1e-4 relative above 1)."""
+    check = checks.check_fp32("model_fp32.tflite", b["ref"], run_artifact(b["res"].fp32_path, b["x"]),
+                              checks.fp32_tolerance(b["ref"], 1e-4))
+    assert check.passed, check.reason
+    return check
+
+
+def _int8_agreement(b: dict) -> float:
+    return checks.check_int8("model_int8.tflite", b["ref"], run_artifact(b["res"].int8_path, b["x"])).top1_agreement
 
 
 def _deployed_model(name: str, size: int, seed: int = 0) -> torch.nn.Module:
@@ -129,8 +142,8 @@ def test_translator_matches_onnxruntime(family: dict) -> None:
 
 
 def test_fp32_matches_pytorch(family: dict) -> None:
-    diff = verify.verify_tflite_fp32(family["res"].fp32_path, family["ref"], family["x"])  # raises past FP32_TOL
-    assert diff <= verify.fp32_tolerance(family["ref"])
+    check = _fp32_check(family)
+    assert check.max_abs_diff <= checks.fp32_tolerance(family["ref"], 1e-4)
 
 
 def test_int8_is_fully_integer_with_integer_dfc_attention(family: dict) -> None:
@@ -147,9 +160,7 @@ def test_int8_is_fully_integer_with_integer_dfc_attention(family: dict) -> None:
 
 
 def test_int8_top1_tracks_pytorch(family: dict) -> None:
-    agree = verify.verify_tflite_int8(family["res"].int8_path, family["ref"], family["x"],
-                                      min_agreement=MIN_INT8_TOP1)
-    assert agree >= MIN_INT8_TOP1
+    assert _int8_agreement(family) >= MIN_INT8_TOP1
 
 
 # ------------------------------------------------------------------------------------------------
@@ -160,13 +171,13 @@ def test_int8_top1_tracks_pytorch(family: dict) -> None:
 def test_ghostnetv2_100_at_224(tmp_path: Path) -> None:
     b = _build("ghostnetv2_100", 224, tmp_path, n_rep=16, n_x=32)
     _check_translator_matches_onnxruntime(b, n=1)
-    verify.verify_tflite_fp32(b["res"].fp32_path, b["ref"], b["x"])
+    _fp32_check(b)
     _check_int8(b)
     g = tfl_inspect.read_graph(b["res"].int8_path)
     shapes = {(op.name, g.tensors[op.inputs[0]].shape[1:3], g.tensors[op.outputs[0]].shape[1:3]) for op in g.ops}
     assert ("AVERAGE_POOL_2D", (7, 7), (3, 3)) in shapes
     assert ("RESIZE_NEAREST_NEIGHBOR", (3, 3), (7, 7)) in shapes
-    assert verify.verify_tflite_int8(b["res"].int8_path, b["ref"], b["x"]) >= MIN_INT8_TOP1
+    assert _int8_agreement(b) >= MIN_INT8_TOP1
 
 
 # ------------------------------------------------------------------------------------------------
@@ -228,13 +239,13 @@ def test_resize_becomes_one_resize_nearest_neighbor_in_int8(tmp_path: Path) -> N
     res = convert_onnx_to_tflite(path, tmp_path / "gate.tflite", tmp_path / "gate_int8.tflite", rep)
     with torch.no_grad():
         ref = Gate()(torch.from_numpy(x)).numpy()
-    fp32 = verify.run_tflite(res.fp32_path, x)
+    fp32 = run_artifact(res.fp32_path, x)
     assert np.abs(fp32 - ref).max() <= 1e-5
     report = tfl_inspect.assert_fully_integer(res.int8_path)
     # + one TRANSPOSE: the 4-D graph output goes back to ONNX's NCHW layout
     assert report.op_counts == {"AVERAGE_POOL_2D": 1, "LOGISTIC": 1, "RESIZE_NEAREST_NEIGHBOR": 1, "MUL": 1,
                                 "TRANSPOSE": 1}
-    q = verify.run_tflite(res.int8_path, x)
+    q = run_artifact(res.int8_path, x)
     assert np.abs(q - ref).max() <= 0.1 * np.abs(ref).max()
 
 

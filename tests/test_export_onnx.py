@@ -9,13 +9,16 @@ import numpy as np
 import pytest
 
 from ghostnet_edge.errors import ExportError, GhostEdgeError
-from ghostnet_edge.export.onnx import verify as ov
+from ghostnet_edge.export import checks
+from ghostnet_edge.export.onnx import layers as onnx_layers
 from ghostnet_edge.export.onnx.quantize import (
     ArrayDataReader,
     choose_activation_type,
     cpu_flags,
     normalize_machine,
 )
+from ghostnet_edge.export.reference import run_torch
+from ghostnet_edge.runtime.backends import run_artifact
 
 MODEL = "ghostnet_cifar_050"
 
@@ -88,18 +91,18 @@ def test_data_reader_batches_and_ranges() -> None:
 
 def test_checks_pass_and_fail_on_the_right_side() -> None:
     ref = np.array([[1.0, 2.0, 0.0], [3.0, 0.0, 1.0]], np.float32)
-    ok = ov.check_fp32("m", ref, ref + 5e-5, tolerance=1e-4, labels=np.array([1, 2]))
+    ok = checks.check_fp32("m", ref, ref + 5e-5, tolerance=1e-4, labels=np.array([1, 2]))
     assert ok.passed and ok.top1_agreement == 1.0 and ok.accuracy_delta == 0.0 and ok.accuracy_reference == 0.5
-    bad = ov.check_fp32("m", ref, ref + 2e-4, tolerance=1e-4)
+    bad = checks.check_fp32("m", ref, ref + 2e-4, tolerance=1e-4)
     assert not bad.passed and "above the tolerance" in bad.reason
-    nan = ov.check_fp32("m", ref, ref * np.nan, tolerance=1e-4)
+    nan = checks.check_fp32("m", ref, ref * np.nan, tolerance=1e-4)
     assert not nan.passed and "NaN" in nan.reason
     swapped = np.roll(ref, 1, axis=1)  # every arg-max moves
-    q = ov.check_int8("q", ref, swapped, min_agreement=0.8)
+    q = checks.check_int8("q", ref, swapped, min_agreement=0.8)
     assert not q.passed and q.top1_agreement == 0.0
-    lenient = ov.check_int8("q", ref, swapped, min_agreement=0.8, enforce=False)
+    lenient = checks.check_int8("q", ref, swapped, min_agreement=0.8, enforce=False)
     assert lenient.passed and lenient.notes
-    assert ov.sqnr_db(ref, ref) == 200.0 and 19 < ov.sqnr_db(ref, ref * 1.1) < 21
+    assert checks.sqnr_db(ref, ref) == 200.0 and 19 < checks.sqnr_db(ref, ref * 1.1) < 21
 
 
 # ---- FP32 export --------------------------------------------------------------------------------------------
@@ -116,9 +119,9 @@ def test_fp32_export_matches_pytorch_on_real_images(exported: dict, images: tupl
     assert {p.key: p.value for p in proto.metadata_props} == {"a": "1", "ghostedge.model": MODEL}
     assert proto.producer_name == "ghostedge"
     _, xv = images
-    ref = ov.run_torch(exported["model"], xv)
-    out = ov.run_onnx(ov.ort_session(exported["path"], 1), xv)
-    check = ov.check_fp32("model.onnx", ref, out)
+    ref = run_torch(exported["model"], xv)
+    out = run_artifact(exported["path"], xv)
+    check = checks.check_fp32("model.onnx", ref, out)
     assert check.passed, check.reason
     assert check.max_abs_diff <= 1e-4 and check.top1_agreement == 1.0
 
@@ -171,9 +174,9 @@ def test_int8_is_qdq_per_channel_with_uint8_activations(quantized: dict, exporte
     assert '"activations": "uint8"' in meta["ghostedge.quantization"]
     # Runs in onnxruntime and agrees with PyTorch on held-out images.
     _, xv = images
-    ref = ov.run_torch(exported["model"], xv)
-    q = ov.run_onnx(ov.ort_session(quantized["path"], 1), xv)
-    check = ov.check_int8("model_int8.onnx", ref, q, min_agreement=0.5)
+    ref = run_torch(exported["model"], xv)
+    q = run_artifact(quantized["path"], xv)
+    check = checks.check_int8("model_int8.onnx", ref, q, min_agreement=0.5)
     assert check.passed and np.isfinite(q).all() and check.logits_sqnr_db > 10
 
 
@@ -218,13 +221,13 @@ def test_unknown_calibration_method(exported: dict, images: tuple, tmp_path: Pat
 
 def test_per_layer_sqnr_points_at_layers(quantized: dict, exported: dict, images: tuple, tmp_path: Path) -> None:
     _, xv = images
-    layers = ov.per_layer_sqnr(exported["path"], quantized["path"], xv[:4], tmp_path, threads=1)
+    layers = onnx_layers.per_layer_sqnr(exported["path"], quantized["path"], xv[:4], tmp_path, threads=1)
     assert len(layers) > 20
     names = [e.tensor for e in layers]
     assert "logits" in names and "input" in names
     assert [e.position for e in layers] == sorted(e.position for e in layers)  # graph order
     assert all(np.isfinite(e.sqnr_db) for e in layers)
     assert all(0 < e.sqnr_db < 100 for e in layers if e.op_type == "Conv")  # really quantized
-    worst = ov.worst_layers(layers, 3)
+    worst = onnx_layers.worst_layers(layers, 3)
     assert len(worst) == 3 and worst[0].drop_db >= worst[-1].drop_db
     assert not list(tmp_path.iterdir())  # augmented models removed

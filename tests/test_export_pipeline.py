@@ -18,15 +18,9 @@ from ghostnet_edge.errors import (
     ModelError,
 )
 from ghostnet_edge.export.manifest import verify_manifest
-from ghostnet_edge.export.pipeline import (
-    ExportConfig,
-    export_artifacts,
-    label_indices,
-    parse_formats,
-    parse_input_size,
-    resolve_labels,
-    validate_config,
-)
+from ghostnet_edge.export.labels import label_indices, resolve_labels
+from ghostnet_edge.export.options import parse_formats, parse_input_size, validate_config
+from ghostnet_edge.export.pipeline import ExportConfig, export_artifacts
 
 MODEL = "ghostnet_cifar_050"
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -365,11 +359,11 @@ def test_report_and_manifest_helpers(tmp_path: Path) -> None:
 def test_input_size_override_keeps_the_checkpoints_other_settings() -> None:
     import dataclasses
 
-    from ghostnet_edge.export.pipeline import _with_input_size
+    from ghostnet_edge.export.options import with_input_size
     from ghostnet_edge.models import get_spec
 
     trained = dataclasses.replace(get_spec("ghostnet_050"), stem_stride=1, dropout=0.1)   # as a checkpoint may set
-    bigger = _with_input_size(trained, (320, 320))
+    bigger = with_input_size(trained, (320, 320))
     assert bigger.input_size == (3, 320, 320) and bigger.resize_size == round(320 / 0.875)
     assert (bigger.stem_stride, bigger.dropout, bigger.mean) == (1, 0.1, trained.mean)
 
@@ -380,7 +374,7 @@ def test_fp32_limit_rises_to_pytorchs_own_float32_error_only_when_it_is_larger()
     import torch
 
     from ghostnet_edge.export.checks import FLOAT_ERROR_FACTOR, fp32_allowed, fp32_tolerance
-    from ghostnet_edge.export.onnx.verify import run_torch, torch_float_error
+    from ghostnet_edge.export.reference import run_torch, torch_float_error
 
     ref = np.array([[0.5, -2.0, 3.0]])
     assert fp32_allowed(ref, 1e-4) == fp32_tolerance(ref, 1e-4) == pytest.approx(3e-4)

@@ -20,21 +20,35 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("tensorflow")
 
-from ghostnet_edge.errors import ExportError  # noqa: E402
+from ghostnet_edge.errors import ExportError, GhostEdgeError  # noqa: E402
+from ghostnet_edge.export import checks  # noqa: E402
 from ghostnet_edge.export.tflite import inspect as tfl_inspect  # noqa: E402
 from ghostnet_edge.export.tflite import metadata as md  # noqa: E402
-from ghostnet_edge.export.tflite import verify  # noqa: E402
 from ghostnet_edge.export.tflite._testing import (  # noqa: E402
     count_depthwise_convs,
     export_onnx_for_tests,
     tiny_ghostnet,
 )
 from ghostnet_edge.export.tflite.convert import convert_onnx_to_tflite  # noqa: E402
+from ghostnet_edge.export.tflite.layers import per_layer_sqnr  # noqa: E402
 from ghostnet_edge.export.tflite.translate import _padding, onnx_to_tf_function  # noqa: E402
+from ghostnet_edge.runtime.backends import open_model, run_artifact  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = [f"class_{i}" for i in range(10)]
 PREP = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "resize_size": 32, "interpolation": "bilinear"}
+
+
+def _fp32_check(path: Path, ref: np.ndarray, x: np.ndarray) -> checks.Check:
+    """The export's FP32 check of one .tflite file: the one runner, the format-neutral check."""
+    return checks.check_fp32(path.name, ref, run_artifact(path, x), checks.fp32_tolerance(ref, 1e-4))
+
+
+def _fp32_diff(path: Path, ref: np.ndarray, x: np.ndarray) -> float:
+    check = _fp32_check(path, ref, x)
+    assert check.passed, check.reason
+    return check.max_abs_diff
+
 
 
 def _sha(path: Path) -> str:
@@ -146,7 +160,7 @@ def test_translator_covers_other_cnn_ops(tmp_path: Path) -> None:
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     res = convert_onnx_to_tflite(path, tmp_path / "zoo.tflite", None)
-    diff = verify.verify_tflite_fp32(res.fp32_path, ref, x)
+    diff = _fp32_diff(res.fp32_path, ref, x)
     assert diff <= 1e-5
     counts = tfl_inspect.op_counts(res.fp32_path)
     assert counts.get("DEPTHWISE_CONV_2D") == 1  # the multiplier-2 depthwise conv
@@ -158,12 +172,12 @@ def test_translator_covers_other_cnn_ops(tmp_path: Path) -> None:
 
 
 def test_fp32_matches_pytorch(tiny: dict) -> None:
-    diff = verify.verify_tflite_fp32(tiny["res"].fp32_path, tiny["ref"], tiny["x"])
+    diff = _fp32_diff(tiny["res"].fp32_path, tiny["ref"], tiny["x"])
     # Logits here reach ~30; the FP32 model agrees to float32 rounding (a few 1e-6 relative).
     assert diff <= 1e-5 * np.abs(tiny["ref"]).max()
     assert tfl_inspect.tensor_types(tiny["res"].fp32_path)  # parses
-    with pytest.raises(ExportError, match="differs from PyTorch"):
-        verify.verify_tflite_fp32(tiny["res"].fp32_path, tiny["ref"] + 1.0, tiny["x"])
+    off = _fp32_check(tiny["res"].fp32_path, tiny["ref"] + 1.0, tiny["x"])
+    assert not off.passed and "above the tolerance" in off.reason
 
 
 def test_int8_is_fully_integer_with_depthwise_and_integer_se_gate(tiny: dict) -> None:
@@ -184,18 +198,18 @@ def test_int8_is_fully_integer_with_depthwise_and_integer_se_gate(tiny: dict) ->
 
 
 def test_int8_tracks_pytorch(tiny: dict) -> None:
-    q = verify.run_tflite(tiny["res"].int8_path, tiny["x"])
+    q = run_artifact(tiny["res"].int8_path, tiny["x"])
     ref = tiny["ref"]
     cos = np.sum(q * ref, axis=1) / (np.linalg.norm(q, axis=1) * np.linalg.norm(ref, axis=1))
     assert cos.min() > 0.9, cos
-    agree = verify.verify_tflite_int8(tiny["res"].int8_path, ref, tiny["x"], min_agreement=0.75)
-    assert agree >= 0.75
-    with pytest.raises(ExportError, match="agrees with PyTorch"):
-        verify.verify_tflite_int8(tiny["res"].int8_path, -ref, tiny["x"], min_agreement=0.9)
+    check = checks.check_int8("model_int8.tflite", ref, q, min_agreement=0.75)
+    assert check.passed and check.top1_agreement >= 0.75
+    flipped = checks.check_int8("model_int8.tflite", -ref, q, min_agreement=0.9)
+    assert not flipped.passed and "below the minimum" in flipped.reason
 
 
 def test_per_layer_sqnr_maps_int8_to_fp32_tensors(tiny: dict) -> None:
-    layers = verify.per_layer_sqnr(tiny["res"].int8_path, tiny["res"].fp32_path, tiny["x"][:2])
+    layers = per_layer_sqnr(tiny["res"].int8_path, tiny["res"].fp32_path, tiny["x"][:2])
     ops = [layer.op for layer in layers]
     assert ops.count("DEPTHWISE_CONV_2D") == count_depthwise_convs(tiny["model"])
     assert ops[-1] == "FULLY_CONNECTED"
@@ -213,8 +227,8 @@ def test_float_and_uint8_io_and_per_tensor_weights(tiny: dict) -> None:
     with pytest.raises(ExportError, match="expected INT8"):
         tfl_inspect.assert_fully_integer(r_float.int8_path, float_io=False)
     # The same integer graph inside: float I/O and int8 I/O give the same logits up to one output step.
-    a = verify.run_tflite(r_float.int8_path, tiny["x"][:4])
-    b = verify.run_tflite(tiny["res"].int8_path, tiny["x"][:4])
+    a = run_artifact(r_float.int8_path, tiny["x"][:4])
+    b = run_artifact(tiny["res"].int8_path, tiny["x"][:4])
     assert np.abs(a - b).max() <= 2 * tiny["res"].output_quant[0] + 1e-6
 
     r_u8 = convert_onnx_to_tflite(tiny["onnx"], None, d / "io_u8.tflite", tiny["rep"], io_dtype="uint8",
@@ -273,12 +287,13 @@ def test_signature_labels_and_preprocessing_are_embedded(tiny: dict) -> None:
     assert md.read_embedded_metadata(tiny["res"].int8_path)["info"]["num_representative"] == 32
 
 
-@pytest.mark.parametrize("backend", ["ai-edge-litert", "tflite-runtime"])
+@pytest.mark.parametrize("backend", ["litert", "tflite-runtime"])
 def test_models_load_in_both_runtimes_through_the_signature(tiny: dict, backend: str) -> None:
     if backend == "tflite-runtime":
         pytest.importorskip("tflite_runtime.interpreter", reason="tflite-runtime 2.14 needs numpy < 2 and is not in the numpy-2 lock; its board path runs in tests/test_runner_pythons.py (Python 3.9-3.11 venvs)")
-    interp, name = verify.make_interpreter(tiny["res"].fp32_path, backend=backend)
-    assert name == backend
+    model = open_model(tiny["res"].fp32_path, backend).model
+    interp = model.interp
+    assert model.runtime == backend
     assert interp.get_signature_list() == {"serving_default": {"inputs": ["image"], "outputs": ["logits"]}}
     runner = interp.get_signature_runner("serving_default")
     out = runner(image=tiny["x"][:1].transpose(0, 2, 3, 1))["logits"]
@@ -286,17 +301,18 @@ def test_models_load_in_both_runtimes_through_the_signature(tiny: dict, backend:
     # INT8: ai-edge-litert runs it in XNNPACK, tflite-runtime 2.14 on its reference kernels, which round
     # requantization differently; a step here and there compounds through this random-weight net, so
     # both are held to tracking the FP32 model rather than to bit equality.
-    fp32 = verify.run_tflite(tiny["res"].fp32_path, tiny["x"])
-    q = verify.run_tflite(tiny["res"].int8_path, tiny["x"], backend=backend)
-    assert verify.sqnr_db(fp32, q) > 12
-    assert verify.top1_agreement(q, fp32) >= 0.75
+    fp32 = run_artifact(tiny["res"].fp32_path, tiny["x"])
+    q = run_artifact(tiny["res"].int8_path, tiny["x"], runtime=backend)
+    assert checks.sqnr_db(fp32, q) > 12
+    assert checks.top1_agreement(q, fp32) >= 0.75
 
 
 def test_runtime_falls_back_to_tflite_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("tflite_runtime.interpreter", reason="tflite-runtime 2.14 needs numpy < 2 and is not in the numpy-2 lock; its board path runs in tests/test_runner_pythons.py (Python 3.9-3.11 venvs)")
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)  # makes the import fail
-    (_, _), name = verify._interpreter_class("auto")
-    assert name == "tflite-runtime"
+    from ghostnet_edge.runtime import device_runner as dr
+
+    assert dr.pick_runtime("tflite", "auto") == "tflite-runtime"
 
 
 def test_metadata_repack_keeps_model_and_alignment(tiny: dict) -> None:
@@ -313,9 +329,9 @@ def test_metadata_repack_keeps_model_and_alignment(tiny: dict) -> None:
         if buf.DataLength() > 0:
             start = buf._tab.Vector(buf._tab.Offset(4))
             assert start % 16 == 0, f"buffer {i} is not 16-byte aligned"
-    interp, _ = verify.make_interpreter(twice)
-    assert np.array_equal(verify.run_interpreter(interp, tiny["x"][:2]),
-                          verify.run_tflite(tiny["res"].int8_path, tiny["x"][:2]))
+    repacked = tiny["dir"] / "repacked_twice.tflite"
+    repacked.write_bytes(twice)
+    assert np.array_equal(run_artifact(repacked, tiny["x"][:2]), run_artifact(tiny["res"].int8_path, tiny["x"][:2]))
 
 
 def test_assert_fully_integer_rejects_a_float_model(tiny: dict) -> None:
@@ -361,10 +377,10 @@ def test_bad_conversion_requests_raise_and_write_nothing(tiny: dict, tmp_path: P
 
 
 def test_run_tflite_rejects_wrong_input_and_files(tiny: dict, tmp_path: Path) -> None:
-    with pytest.raises(ExportError, match="takes"):
-        verify.run_tflite(tiny["res"].int8_path, tiny["x"][:, :, :16])
-    with pytest.raises(ExportError, match="does not exist"):
-        verify.run_tflite(tmp_path / "none.tflite", tiny["x"])
+    with pytest.raises(GhostEdgeError, match="takes"):
+        run_artifact(tiny["res"].int8_path, tiny["x"][:, :, :16])
+    with pytest.raises(GhostEdgeError, match="does not exist"):
+        run_artifact(tmp_path / "none.tflite", tiny["x"])
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"\0" * 64)
     with pytest.raises(ExportError, match="not a TFLite model"):
@@ -396,7 +412,7 @@ def test_ghostnet_int8_is_fully_integer(tmp_path: Path, name: str, size: int) ->
     assert "QUANTIZE" not in report.op_counts and "DEQUANTIZE" not in report.op_counts
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
-    diff = verify.verify_tflite_fp32(res.fp32_path, ref, x)
+    diff = _fp32_diff(res.fp32_path, ref, x)
     assert diff <= 1e-4
-    q = verify.run_tflite(res.int8_path, x)
+    q = run_artifact(res.int8_path, x)
     assert q.shape == ref.shape and np.isfinite(q).all()

@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("tensorflow")
 
 from ghostnet_edge.errors import ExportError  # noqa: E402
-from ghostnet_edge.export.tflite import crosscheck, verify  # noqa: E402
+from ghostnet_edge.export.tflite import crosscheck  # noqa: E402
 from ghostnet_edge.export.tflite import inspect as tfl_inspect  # noqa: E402
 from ghostnet_edge.export.tflite._testing import (  # noqa: E402
     count_depthwise_convs,
@@ -26,6 +26,7 @@ from ghostnet_edge.export.tflite._testing import (  # noqa: E402
 )
 from ghostnet_edge.export.tflite.convert import convert_onnx_to_tflite  # noqa: E402
 from ghostnet_edge.export.tflite.crosscheck import convert_with_onnx2tf  # noqa: E402
+from ghostnet_edge.runtime.backends import run_artifact  # noqa: E402
 
 
 def _tool_venv(request: pytest.FixtureRequest, backend: str):
@@ -60,14 +61,14 @@ def test_onnx2tf_and_our_translator_agree_on_fp32_logits(request: pytest.Fixture
     assert (tmp_path / "onnx2tf" / "onnx2tf.log").is_file()
     assert (tmp_path / "onnx2tf" / "saved_model.pb").is_file() == (backend == "tf_converter")
 
-    # Both take NHWC images; run_tflite transposes our NCHW batch for each.
+    # Both take NHWC images; the runner transposes our NCHW batch for each.
     io = tfl_inspect.io_quantization(theirs)
     assert io["input"]["shape"] == [1, 32, 32, 3] and io["input"]["dtype"] == io["output"]["dtype"] == "FLOAT32"
     x = np.random.default_rng(7).standard_normal((8, 3, 32, 32)).astype(np.float32)
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
-    a = verify.run_tflite(ours, x)
-    b = verify.run_tflite(theirs, x)
+    a = run_artifact(ours, x)
+    b = run_artifact(theirs, x)
     scale = max(1.0, float(np.abs(ref).max()))
     assert np.abs(a - b).max() <= 1e-4 * scale
     assert np.abs(a - ref).max() <= 1e-4 * scale and np.abs(b - ref).max() <= 1e-4 * scale

@@ -329,14 +329,14 @@ def test_stderr_redirect_can_always_be_undone() -> None:
 # ---- 10. the smaller ones -------------------------------------------------------------------------------
 
 def test_failure_hint_points_at_nothing_unwritten() -> None:
-    from ghostnet_edge.export import pipeline
+    from ghostnet_edge.export import steps
 
     for precision in ("fp32", "int8"):
-        assert "quant_report" not in pipeline._fail_hint(precision, "onnx")
+        assert "quant_report" not in steps.fail_hint(precision, "onnx")
     rows = [{"tensor": "blocks.3/se/Mul_1", "node": "n", "op": "Mul", "position": 1, "sqnr_db": 9.5,
              "qdq_sqnr_db": None, "drop_db": 14.0}]
-    assert "blocks.3/se/Mul_1" in pipeline._worst_layers_text({"layers": rows})
-    assert pipeline._worst_layers_text(None) == ""
+    assert "blocks.3/se/Mul_1" in steps.worst_layers_text({"layers": rows})
+    assert steps.worst_layers_text(None) == ""
 
 
 def test_class_count_mismatch_is_named_as_such(tmp_path: Path) -> None:

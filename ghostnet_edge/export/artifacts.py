@@ -1,7 +1,9 @@
-"""The artifacts an export writes, as one table: file, format, precision, and how each is checked.
+"""The artifacts an export writes, as one table: file, format, precision, how each is made, which
+runtime runs it, how it is checked and whether it gets a per-layer report.
 
-Everything that names an exported file (the pipeline, the curve, the calibration draws, the CLI's
-summary) reads it from here, so a file is renamed or added in one place.
+The export pipeline iterates over this table (``export/pipeline.py``), and everything that names an
+exported file (the curve, the calibration draws, the CLI's summary) reads it from here, so a file is
+renamed or added in one place.
 """
 
 from __future__ import annotations
@@ -15,15 +17,22 @@ class Artifact:
     file: str           # file name inside the export folder
     format: str         # "onnx" | "tflite": the converter stage that writes it and the runtime that runs it
     precision: str      # "fp32" | "int8"
+    convert: str        # the step that makes it (``export/steps.py``: CONVERTERS)
+    runtime: str        # what runs it for the checks and reports (``runtime/backends`` names)
     check: str          # "max-diff" (FP32: max |logit difference|, relative above 1) | "agreement" (INT8)
     layer_report: bool  # has a per-layer SQNR section in quant_report
 
+    @property
+    def stage(self) -> str:
+        """The prefix of its timing stages: ``onnx_int8`` -> ``onnx_int8_verify``..."""
+        return self.key.replace("-", "_")
+
 
 ARTIFACTS: tuple[Artifact, ...] = (
-    Artifact("onnx", "model.onnx", "onnx", "fp32", "max-diff", False),
-    Artifact("onnx-int8", "model_int8.onnx", "onnx", "int8", "agreement", True),
-    Artifact("tflite", "model_fp32.tflite", "tflite", "fp32", "max-diff", False),
-    Artifact("tflite-int8", "model_int8.tflite", "tflite", "int8", "agreement", True),
+    Artifact("onnx", "model.onnx", "onnx", "fp32", "onnx_export", "onnxruntime", "max-diff", False),
+    Artifact("onnx-int8", "model_int8.onnx", "onnx", "int8", "onnx_quantize", "onnxruntime", "agreement", True),
+    Artifact("tflite", "model_fp32.tflite", "tflite", "fp32", "tflite_convert", "auto", "max-diff", False),
+    Artifact("tflite-int8", "model_int8.tflite", "tflite", "int8", "tflite_convert", "auto", "agreement", True),
 )
 BY_KEY: dict[str, Artifact] = {a.key: a for a in ARTIFACTS}
 

@@ -1,14 +1,18 @@
 """How an artifact's outputs are compared with PyTorch's: one definition for every format.
 
-The ONNX and TFLite stages, the per-layer reports and the benchmarks all score outputs with these
-functions, so "agreement" or "SQNR" means the same number wherever it is printed.
+The export's checks of every artifact (:func:`check_fp32`, :func:`check_int8`), the per-layer reports
+and the benchmarks all score outputs with these functions, so "agreement" or "SQNR" means the same
+number wherever it is printed.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+from ghostnet_edge.export.config import DEFAULT_MIN_AGREEMENT, DEFAULT_TOLERANCE
 
 # Identical tensors have no noise: their SQNR is reported as this many dB instead of infinity, which JSON
 # (the manifest, the quantization report) cannot hold.
@@ -39,8 +43,6 @@ def fp32_allowed(reference: np.ndarray, tol: float, float_error: float | None = 
     Ill-conditioned means PyTorch's own error is above the default tolerance: for any other network a
     stricter ``tol`` the user asks for is held exactly, even where float32 cannot meet it.
     """
-    from ghostnet_edge.export.config import DEFAULT_TOLERANCE
-
     base = fp32_tolerance(reference, tol)
     if float_error is None or float_error <= fp32_tolerance(reference, DEFAULT_TOLERANCE):
         return base
@@ -90,3 +92,77 @@ def square_sums(reference: np.ndarray, test: np.ndarray) -> tuple[float, float]:
     ref = np.ascontiguousarray(reference, dtype=np.float32).reshape(-1)
     diff = ref - np.asarray(test, dtype=np.float32).reshape(-1)
     return float(np.dot(ref, ref)), float(np.dot(diff, diff))
+
+
+@dataclass
+class Check:
+    """One artifact's verification result (what the manifest and the CLI table show)."""
+
+    artifact: str
+    kind: str                     # "fp32" | "int8"
+    num_images: int
+    passed: bool
+    max_abs_diff: float
+    mean_abs_diff: float
+    top1_agreement: float
+    logits_sqnr_db: float
+    tolerance: float | None = None
+    min_agreement: float | None = None
+    accuracy_reference: float | None = None
+    accuracy: float | None = None
+    accuracy_delta: float | None = None
+    reason: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _common(artifact: str, kind: str, ref: np.ndarray, out: np.ndarray,
+            labels: np.ndarray | None) -> Check:
+    if out.shape != ref.shape:
+        raise ValueError(f"{artifact} gives logits of shape {out.shape}, PyTorch {ref.shape}")
+    diff = np.abs(ref.astype(np.float64) - out.astype(np.float64))
+    check = Check(artifact=artifact, kind=kind, num_images=int(len(ref)), passed=True,
+                  max_abs_diff=float(diff.max()), mean_abs_diff=float(diff.mean()),
+                  top1_agreement=top1_agreement(ref, out), logits_sqnr_db=sqnr_db(ref, out))
+    if labels is not None:
+        check.accuracy_reference = accuracy(ref, labels)
+        check.accuracy = accuracy(out, labels)
+        check.accuracy_delta = check.accuracy - check.accuracy_reference
+    if not np.all(np.isfinite(out)):
+        check.passed = False
+        check.reason = "the artifact produced NaN or infinite logits"
+    return check
+
+
+def check_fp32(artifact: str, ref: np.ndarray, out: np.ndarray, tolerance: float = DEFAULT_TOLERANCE,
+               labels: np.ndarray | None = None) -> Check:
+    """FP32 passes when max |logit difference| to PyTorch is at most ``tolerance``."""
+    check = _common(artifact, "fp32", ref, out, labels)
+    check.tolerance = tolerance
+    if check.passed and not check.max_abs_diff <= tolerance:
+        check.passed = False
+        check.reason = (f"max |logit difference| to PyTorch is {check.max_abs_diff:.3g}, above the "
+                        f"tolerance {tolerance:.3g}")
+    return check
+
+
+def check_int8(artifact: str, ref: np.ndarray, out: np.ndarray, min_agreement: float = DEFAULT_MIN_AGREEMENT,
+               labels: np.ndarray | None = None, enforce: bool = True) -> Check:
+    """INT8 passes when its top-1 agrees with PyTorch on at least ``min_agreement`` of the images.
+
+    ``enforce=False`` (a network without trained weights, whose near-tied logits make agreement
+    meaningless) records the shortfall as a note instead of failing.
+    """
+    check = _common(artifact, "int8", ref, out, labels)
+    check.min_agreement = min_agreement
+    if check.passed and check.top1_agreement < min_agreement:
+        msg = (f"top-1 agreement with PyTorch is {check.top1_agreement:.3f} on {check.num_images} held-out "
+               f"images, below the minimum {min_agreement:.3f}")
+        if enforce:
+            check.passed = False
+            check.reason = msg
+        else:
+            check.notes.append(msg + " (not enforced: the network has no trained weights)")
+    return check

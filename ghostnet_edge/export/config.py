@@ -33,7 +33,10 @@ class ExportConfig:
 
     checkpoint: Path | None = None        # trained weights; None with ``model`` = random init
     model: str | None = None              # a model name (random weights) or the architecture of a bare state_dict
-    calib: Path | None = None             # folder of calibration images (also the verification pool)
+    # Calibration images (also the verification pool): a folder, any data set ``open_dataset`` reads, or,
+    # from Python, an ImageDataset or a uint8 (N, H, W, 3) array (see calib/sources.py). So are the
+    # other image fields.
+    calib: Any = None
     out: Path = DEFAULT_OUT
     formats: tuple[str, ...] = FORMATS
     int8: bool = True
@@ -45,8 +48,8 @@ class ExportConfig:
     io_dtype: str = "int8"                # TFLite INT8 model's input/output type
     act_type: str = "auto"                # ONNX INT8 activations: auto | int8 | uint8
     max_drop: float | None = None         # with val_data: NNCF accuracy control
-    val_data: Path | None = None          # labelled images for NNCF and accuracy deltas
-    verify_data: Path | None = None       # held-out images; default: drawn from ``calib``
+    val_data: Any = None                  # labelled images for NNCF and accuracy deltas
+    verify_data: Any = None               # held-out images; default: drawn from ``calib``
     seed: int = 0
     force: bool = False
     tolerance: float = DEFAULT_TOLERANCE  # FP32 max |logit difference| to PyTorch
@@ -58,8 +61,22 @@ class ExportConfig:
     threads: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+        """JSON-ready: paths as strings, images handed over in memory by what they are."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {k: _describe(v) for k, v in d.items()}
+
+
+def _describe(v: Any) -> Any:
+    if v is None or isinstance(v, bool | int | float | str):
+        return v
+    if isinstance(v, Path):
+        return str(v)
+    if isinstance(v, tuple | list):
+        return list(v)
+    shape = getattr(v, "shape", None)
+    if shape is not None:
+        return f"array of shape {list(shape)} ({getattr(v, 'dtype', '')})"
+    return f"{type(v).__name__} {getattr(v, 'source', '')}".strip()
 
 
 def report_image_count(requested: int, input_hw: tuple[int, int], available: int) -> int:

@@ -27,7 +27,7 @@ def _num(v: float | None) -> float | None:
 
 
 def onnx_layer_rows(layers: Sequence[Any]) -> list[dict[str, Any]]:
-    """Rows for the report from :class:`~ghostnet_edge.export.onnx.verify.LayerError` objects."""
+    """Rows for the report from :class:`~ghostnet_edge.export.onnx.layers.LayerError` objects."""
     return [{"tensor": e.tensor, "node": e.node, "op": e.op_type, "position": e.position,
              "sqnr_db": _num(e.sqnr_db), "qdq_sqnr_db": _num(e.qdq_sqnr_db), "drop_db": _num(e.drop_db)}
             for e in layers]

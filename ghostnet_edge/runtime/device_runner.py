@@ -312,7 +312,9 @@ class Model:
         if self.input_quant is not None:
             scale, zero = self.input_quant
             info = np.iinfo(np.dtype(self.input_dtype))
-            x = np.clip(np.round(x / scale) + zero, info.min, info.max)
+            # Half away from zero, as TFLite's own QUANTIZE op rounds (np.round would round half to even).
+            v = x / np.float32(scale)
+            x = np.clip(np.sign(v) * np.floor(np.abs(v) + 0.5) + zero, info.min, info.max)
         return np.ascontiguousarray(x.astype(self.input_dtype))
 
     def set_input(self, native) -> None:
@@ -341,7 +343,8 @@ class Model:
 
 
 class TFLiteModel(Model):
-    def __init__(self, path: str, runtime: str, threads: int, xnnpack: bool) -> None:
+    def __init__(self, path: str, runtime: str, threads: int, xnnpack: bool,
+                 keep_intermediates: bool = False) -> None:
         if runtime == "litert":
             try:
                 from ai_edge_litert import interpreter as tfl
@@ -363,10 +366,14 @@ class TFLiteModel(Model):
         self.runtime = runtime
         # XNNPACK is TFLite's default CPU delegate: AUTO applies it, BUILTIN_WITHOUT_DEFAULT_DELEGATES
         # is the documented way to run the plain builtin kernels instead.
+        # keep_intermediates (per-layer reports read every tensor after invoke) needs the delegate off:
+        # XNNPACK owns the tensors of the ops it takes.
+        xnnpack = xnnpack and not keep_intermediates
         resolver = tfl.OpResolverType.AUTO if xnnpack else tfl.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        extra = {"experimental_preserve_all_tensors": True} if keep_intermediates else {}
         try:
             self.interp = tfl.Interpreter(model_path=path, num_threads=threads,
-                                          experimental_op_resolver_type=resolver)
+                                          experimental_op_resolver_type=resolver, **extra)
             self.interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise RunnerError(f"{runtime} cannot load {path}: {str(exc).strip().splitlines()[-1]}",
@@ -406,7 +413,7 @@ class TFLiteModel(Model):
 
 
 class OnnxModel(Model):
-    def __init__(self, path: str, threads: int) -> None:
+    def __init__(self, path: str, threads: int, optimize: bool = True) -> None:
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -421,6 +428,8 @@ class OnnxModel(Model):
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.log_severity_level = 3
+        if not optimize:  # keeps QDQ pairs as they are in the file (per-layer reports read them)
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
             self.sess = ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for bad graphs
@@ -453,8 +462,13 @@ class OnnxModel(Model):
         return _np().asarray(self.result[0], dtype=_np().float32)
 
 
-def load_model(path: str, runtime: str = "auto", threads: int = 1, xnnpack: bool = True) -> Model:
-    """Open ``path`` with the chosen runtime; ``auto`` picks the first installed one for its format."""
+def load_model(path: str, runtime: str = "auto", threads: int = 1, xnnpack: bool = True,
+               keep_intermediates: bool = False) -> Model:
+    """Open ``path`` with the chosen runtime; ``auto`` picks the first installed one for its format.
+
+    ``keep_intermediates``: every tensor stays readable after a run (TFLite: delegates off; ONNX: graph
+    optimisations off, so QDQ pairs stay as written).
+    """
     if not os.path.isfile(path):
         raise RunnerError(f"model file {path} does not exist", "check the path")
     fmt = model_format(path)
@@ -463,8 +477,8 @@ def load_model(path: str, runtime: str = "auto", threads: int = 1, xnnpack: bool
     _np()
     rt = pick_runtime(fmt, runtime)
     if fmt == "onnx":
-        return OnnxModel(path, threads)
-    return TFLiteModel(path, rt, threads, xnnpack)
+        return OnnxModel(path, threads, optimize=not keep_intermediates)
+    return TFLiteModel(path, rt, threads, xnnpack, keep_intermediates)
 
 
 # ---------------------------------------------------------------------------------------- profile

@@ -23,11 +23,13 @@ tensors. Each ONNX op becomes the TF op the converter maps best: a depthwise con
 CONV_2D(+RELU6) and MUL in INT8. It needs no network, no external executables and converts GhostNet
 in seconds. onnx2tf stays as the second route: the tests convert the same ONNX with it (onnx2tf 2.x, run
 offline in a cached tool venv on Python >= 3.12, see ``crosscheck``) and check that both FP32 models agree. Artifacts run in ai-edge-litert by default; tflite-runtime is used where it is
-the only interpreter installed, then ``tf.lite``.
+the only interpreter installed.
 
 Modules: ``translate`` (ONNX -> TF), ``convert`` (TF -> .tflite FP32/INT8, deterministic bytes),
 ``metadata`` (signature + labels/preprocessing embedded in the flatbuffer), ``inspect`` (ops, types,
-fully-integer check), ``verify`` (run, compare with PyTorch, per-layer SQNR).
+fully-integer check), ``ranges`` (calibration ranges placed on the flatbuffer), ``worker`` (the
+converter in a process of its own), ``layers`` (per-layer SQNR of the INT8 model). Artifacts are run
+by the one artifact runner, ``ghostnet_edge.runtime.backends``, and checked by ``export/checks.py``.
 """
 
 from __future__ import annotations
@@ -38,10 +40,7 @@ __all__ = [
     "convert_onnx_to_tflite",
     "onnx_to_tf_function",
     "read_embedded_metadata",
-    "run_tflite",
     "tflite_ops",
-    "verify_tflite_fp32",
-    "verify_tflite_int8",
 ]
 
 
@@ -53,7 +52,6 @@ def __getattr__(name: str):
         "TfliteResult": "convert", "convert_onnx_to_tflite": "convert",
         "onnx_to_tf_function": "translate", "read_embedded_metadata": "metadata",
         "tflite_ops": "inspect", "assert_fully_integer": "inspect",
-        "run_tflite": "verify", "verify_tflite_fp32": "verify", "verify_tflite_int8": "verify",
     }
     if name in where:
         return getattr(importlib.import_module(f"{__name__}.{where[name]}"), name)

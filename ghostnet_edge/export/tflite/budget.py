@@ -51,15 +51,15 @@ def judge(fp32_top1: float, int8_top1: float, max_drop: float) -> tuple[float, b
 
 def host_p50_ms(path: Path, x: np.ndarray, runs: int = LATENCY_RUNS) -> float:
     """Median single-thread latency of one image on this host (LiteRT, default delegates)."""
-    from ghostnet_edge.export.tflite.verify import make_interpreter, run_interpreter
+    from ghostnet_edge.runtime.backends import open_model
 
-    interp, _ = make_interpreter(path, num_threads=1)
+    runner = open_model(path, threads=1)
     one = x[:1]
-    run_interpreter(interp, one)  # warm-up: first invoke pays for delegate set-up
+    runner.run(one)  # warm-up: first invoke pays for delegate set-up
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        run_interpreter(interp, one)
+        runner.run(one)
         times.append(time.perf_counter() - t0)
     return float(np.median(times) * 1e3)
 
@@ -86,11 +86,11 @@ def check_budget(*, onnx_fp32: Path, t_fp32: Path, t_int8: Path, staging: Path, 
                  preprocessing: dict[str, Any], threads: int = 1) -> Budget:
     """Score the INT8 model against the budget and, when it misses, build and measure the 16x8 remedy."""
     from ghostnet_edge.export.checks import accuracy
-    from ghostnet_edge.export.tflite.verify import run_tflite
+    from ghostnet_edge.runtime.backends import run_artifact
 
     vx, vy = val
-    fp32_top1 = accuracy(run_tflite(t_fp32, vx, num_threads=threads), vy)
-    int8_top1 = accuracy(run_tflite(t_int8, vx, num_threads=threads), vy)
+    fp32_top1 = accuracy(run_artifact(t_fp32, vx, threads), vy)
+    int8_top1 = accuracy(run_artifact(t_int8, vx, threads), vy)
     drop, met = judge(fp32_top1, int8_top1, max_drop)
     budget = Budget(max_drop, int(len(vy)), fp32_top1, int8_top1, drop, met, worst_layers)
     if not met:
@@ -106,7 +106,7 @@ def build_remedy(onnx_fp32: Path, out: Path, t_fp32: Path, t_int8: Path, val: tu
     from ghostnet_edge.errors import ExportError
     from ghostnet_edge.export.checks import accuracy
     from ghostnet_edge.export.tflite.convert import convert_onnx_to_tflite
-    from ghostnet_edge.export.tflite.verify import run_tflite
+    from ghostnet_edge.runtime.backends import run_artifact
 
     t0 = time.perf_counter()
     try:
@@ -117,7 +117,7 @@ def build_remedy(onnx_fp32: Path, out: Path, t_fp32: Path, t_int8: Path, val: tu
         return {"error": exc.message}
     convert_s = time.perf_counter() - t0
     vx, vy = val
-    top1 = accuracy(run_tflite(out, vx, num_threads=threads), vy)
+    top1 = accuracy(run_artifact(out, vx, threads), vy)
     drop, met = judge(fp32_top1, top1, max_drop)
     return {"file": out.name, "label": REMEDY_LABEL, "top1": top1, "drop": drop, "met": met,
             "bytes": out.stat().st_size, "int8_bytes": t_int8.stat().st_size, "fp32_bytes": t_fp32.stat().st_size,

@@ -1,159 +1,23 @@
-"""Check ONNX artifacts against PyTorch on held-out real images, and find the layers INT8 hurts.
+"""The ONNX INT8 model's per-layer report: which layers quantization hurts.
 
-* FP32: the largest absolute logit difference must be at most the tolerance (1e-4 by default).
-* INT8: top-1 agreement with PyTorch (and, with labels, the accuracy of both) plus a per-layer
-  signal-to-quantization-noise ratio (SQNR) computed with onnxruntime's ``qdq_loss_debug`` tools:
-  every intermediate tensor of the FP32 model is compared with the matching dequantized tensor of
-  the QDQ model on the same images.
+A per-layer signal-to-quantization-noise ratio (SQNR) computed with onnxruntime's ``qdq_loss_debug``
+tools: every intermediate tensor of the FP32 model is compared with the matching dequantized tensor of
+the QDQ model on the same images. Both models run through the one artifact runner
+(:func:`ghostnet_edge.runtime.backends.open_model`); the checks of whole outputs live in
+:mod:`ghostnet_edge.export.checks`.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ghostnet_edge.errors import require
-from ghostnet_edge.export.checks import accuracy, db_from_sums, sqnr_db, square_sums, top1_agreement  # noqa: F401 (re-exported)
-
-DEFAULT_FP32_TOLERANCE = 1e-4
-DEFAULT_MIN_AGREEMENT = 0.8
-EVAL_BATCH = 16
-
-
-def default_threads() -> int:
-    """Threads for onnxruntime here: ``OMP_NUM_THREADS`` when set (tests pin 1), else all cores."""
-    try:
-        return max(1, int(os.environ.get("OMP_NUM_THREADS", "0"))) if os.environ.get("OMP_NUM_THREADS") \
-            else max(1, os.cpu_count() or 1)
-    except ValueError:
-        return max(1, os.cpu_count() or 1)
-
-
-def ort_session(path: Path | str, threads: int | None = None, optimize: bool = True) -> Any:
-    """An onnxruntime CPU session; ``optimize=False`` keeps QDQ pairs as they are in the file."""
-    ort = require("onnxruntime", "onnxruntime", "checking ONNX models")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or default_threads()
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    if not optimize:
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-
-
-def run_onnx(session: Any, x: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
-    """Logits of an ONNX session for (N, C, H, W) input, in batches (the graph has a dynamic batch)."""
-    name = session.get_inputs()[0].name
-    fixed = session.get_inputs()[0].shape[0]
-    step = fixed if isinstance(fixed, int) and fixed > 0 else batch
-    outs = [session.run(None, {name: np.ascontiguousarray(x[i:i + step], dtype=np.float32)})[0]
-            for i in range(0, len(x), step)]
-    return np.concatenate(outs).astype(np.float32)
-
-
-def run_torch(model: Any, x: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
-    """Reference logits from the PyTorch model in eval mode."""
-    import torch
-
-    model = model.eval()
-    outs = []
-    with torch.no_grad():
-        for i in range(0, len(x), batch):
-            outs.append(model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch]))).float().numpy())
-    return np.concatenate(outs)
-
-
-def torch_float_error(model: Any, x: np.ndarray, ref: np.ndarray) -> float:
-    """max |float32 logits - float64 logits| of ``model`` on ``x``: how far PyTorch's own float32 result
-    is from the exact one, the floor under any float32 artifact's agreement with it."""
-    import copy
-
-    import torch
-
-    exact = copy.deepcopy(model).double().eval()
-    outs = []
-    with torch.no_grad():
-        for i in range(0, len(x), EVAL_BATCH):
-            outs.append(exact(torch.from_numpy(np.ascontiguousarray(x[i:i + EVAL_BATCH])).double()).numpy())
-    return float(np.max(np.abs(np.concatenate(outs) - np.asarray(ref, np.float64))))
-
-
-@dataclass
-class Check:
-    """One artifact's verification result (what the manifest and the CLI table show)."""
-
-    artifact: str
-    kind: str                     # "fp32" | "int8"
-    num_images: int
-    passed: bool
-    max_abs_diff: float
-    mean_abs_diff: float
-    top1_agreement: float
-    logits_sqnr_db: float
-    tolerance: float | None = None
-    min_agreement: float | None = None
-    accuracy_reference: float | None = None
-    accuracy: float | None = None
-    accuracy_delta: float | None = None
-    reason: str = ""
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _common(artifact: str, kind: str, ref: np.ndarray, out: np.ndarray,
-            labels: np.ndarray | None) -> Check:
-    diff = np.abs(ref.astype(np.float64) - out.astype(np.float64))
-    check = Check(artifact=artifact, kind=kind, num_images=int(len(ref)), passed=True,
-                  max_abs_diff=float(diff.max()), mean_abs_diff=float(diff.mean()),
-                  top1_agreement=top1_agreement(ref, out), logits_sqnr_db=sqnr_db(ref, out))
-    if labels is not None:
-        check.accuracy_reference = accuracy(ref, labels)
-        check.accuracy = accuracy(out, labels)
-        check.accuracy_delta = check.accuracy - check.accuracy_reference
-    if not np.all(np.isfinite(out)):
-        check.passed = False
-        check.reason = "the artifact produced NaN or infinite logits"
-    return check
-
-
-def check_fp32(artifact: str, ref: np.ndarray, out: np.ndarray, tolerance: float = DEFAULT_FP32_TOLERANCE,
-               labels: np.ndarray | None = None) -> Check:
-    """FP32 passes when max |logit difference| to PyTorch is at most ``tolerance``."""
-    check = _common(artifact, "fp32", ref, out, labels)
-    check.tolerance = tolerance
-    if check.passed and not check.max_abs_diff <= tolerance:
-        check.passed = False
-        check.reason = (f"max |logit difference| to PyTorch is {check.max_abs_diff:.3g}, above the "
-                        f"tolerance {tolerance:.3g}")
-    return check
-
-
-def check_int8(artifact: str, ref: np.ndarray, out: np.ndarray, min_agreement: float = DEFAULT_MIN_AGREEMENT,
-               labels: np.ndarray | None = None, enforce: bool = True) -> Check:
-    """INT8 passes when its top-1 agrees with PyTorch on at least ``min_agreement`` of the images.
-
-    ``enforce=False`` (a network without trained weights, whose near-tied logits make agreement
-    meaningless) records the shortfall as a note instead of failing.
-    """
-    check = _common(artifact, "int8", ref, out, labels)
-    check.min_agreement = min_agreement
-    if check.passed and check.top1_agreement < min_agreement:
-        msg = (f"top-1 agreement with PyTorch is {check.top1_agreement:.3f} on {check.num_images} held-out "
-               f"images, below the minimum {min_agreement:.3f}")
-        if enforce:
-            check.passed = False
-            check.reason = msg
-        else:
-            check.notes.append(msg + " (not enforced: the network has no trained weights)")
-    return check
-
+from ghostnet_edge.export.checks import db_from_sums, square_sums
 
 # --------------------------------------------------------------------------------------------------
 # Per-layer SQNR
@@ -213,8 +77,11 @@ def per_layer_sqnr(fp32_path: Path | str, qdq_path: Path | str, x: np.ndarray, w
         modify_model_output_intermediate_tensors(str(qdq_path), str(aug_q))
         # The QDQ session is unoptimised so its Q/DQ pairs stay in place (no QLinearConv fusion); the
         # float one may use the fast kernels: every tensor read is a graph output either way.
-        sf = ort_session(aug_f, threads, optimize=True)
-        sq = ort_session(aug_q, threads, optimize=False)
+        from ghostnet_edge.runtime.backends import default_threads, open_model
+
+        n = threads or default_threads()
+        sf = open_model(aug_f, "onnxruntime", n).model.sess
+        sq = open_model(aug_q, "onnxruntime", n, keep_intermediates=True).model.sess
         sums: dict[str, dict[str, float]] = {}
         in_name = sf.get_inputs()[0].name
         suffix = "_ReshapedSavedOutput"
