@@ -22,6 +22,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 MODELS = ("ghostnet_cifar_050", "ghostnet_cifar_100", "ghostnet_cifar_130",
           "mobilenetv3_small_cifar_100", "mobilenetv3_large_cifar_100")
@@ -70,7 +71,7 @@ def eval_ips(model_name: str, threads: int, batch: int = 256, steps: int = 4) ->
     return batch / statistics.median(times)
 
 
-def export_seconds(model_name: str, calib: Path, num_calib: int, threads: int) -> float:
+def export_seconds(model_name: str, calib: Any, num_calib: int, threads: int) -> float:
     from ghostnet_edge.export.pipeline import ExportConfig, export_artifacts
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,7 +81,7 @@ def export_seconds(model_name: str, calib: Path, num_calib: int, threads: int) -
         return time.perf_counter() - t0
 
 
-def qemu_seconds(model_name: str, calib: Path, threads: int) -> float:
+def qemu_seconds(model_name: str, calib: Any, threads: int) -> float:
     """Wall time of one instruction count (INT8 TFLite) under qemu-aarch64."""
     from ghostnet_edge.export.pipeline import ExportConfig, export_artifacts
     from ghostnet_edge.runtime.targets.qemu import count_instructions
@@ -112,9 +113,9 @@ def main() -> None:
 
     calib = None
     if args.export or args.qemu:
-        from ghostnet_edge.pipeline.stages import calibration_folder
+        from ghostnet_edge.pipeline.stages import calibration_images
 
-        calib = calibration_folder("cifar10", Path(tempfile.mkdtemp()) / "calib", 160)
+        calib = calibration_images("cifar10", 160)
 
     rows = []
     for m in models:

@@ -214,27 +214,25 @@ def test_interrupted_sweep_resumes_without_losing_finished_runs(tmp_path: Path, 
     assert result.points[0].n_seeds == 2 and result.points[0].status == "ok"
 
 
-def test_calibration_folder_is_a_seeded_draw_of_the_training_split(tmp_path: Path, cifar_tar: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """INT8 calibration sees real training images of the swept data set, as lossless PNG class folders."""
+def test_calibration_images_are_a_seeded_draw_of_the_training_split(cifar_tar: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """INT8 calibration sees real training images of the swept data set, handed over in memory."""
     import numpy as np
-    from PIL import Image
 
     from ghostnet_edge.data.datasets import CIFAR10_CLASSES
-    from ghostnet_edge.pipeline.stages import DONE_MARKER, calibration_folder
+    from ghostnet_edge.pipeline.stages import calibration_images, noise_images
 
     monkeypatch.setenv("GHOSTEDGE_CIFAR_TAR", str(cifar_tar))
-    out = calibration_folder("cifar10", tmp_path / "calib", 40, seed=0)
-    files = sorted(out.rglob("*.png"))
-    assert len(files) == 40 and {f.parent.name for f in files} == set(CIFAR10_CLASSES)  # class-balanced
-    assert np.asarray(Image.open(files[0])).shape == (32, 32, 3)
-    again = calibration_folder("cifar10", tmp_path / "calib2", 40, seed=0)
-    assert [f.read_bytes() for f in sorted(again.rglob("*.png"))] == [f.read_bytes() for f in files]
-    stamp = (out / DONE_MARKER).stat().st_mtime_ns
-    calibration_folder("cifar10", out, 40, seed=0)  # reused, not rewritten
-    assert (out / DONE_MARKER).stat().st_mtime_ns == stamp
-    digits = calibration_folder("digits", tmp_path / "d", 20, seed=0)
-    assert len(list(digits.rglob("*.png"))) == 20
+    ds = calibration_images("cifar10", 40, seed=0)
+    assert len(ds) == 40 and {ds.classes[label] for _, label in ds.samples} == set(CIFAR10_CLASSES)  # balanced
+    assert ds.load_uint8(0).shape == (32, 32, 3) and ds.load_uint8(0).dtype == np.uint8
+    again = calibration_images("cifar10", 40, seed=0)
+    assert [k for k, _ in again.samples] == [k for k, _ in ds.samples]
+    assert [k for k, _ in calibration_images("cifar10", 40, seed=1).samples] != [k for k, _ in ds.samples]
+    assert len(calibration_images("digits", 20, seed=0)) == 20
+    noise = noise_images(3, 8, seed=5)
+    assert noise.shape == (3, 8, 8, 3) and noise.dtype == np.uint8
+    assert np.array_equal(noise, noise_images(3, 8, seed=5)) and not np.array_equal(noise, noise_images(3, 8, seed=6))
 
 
 def test_training_heartbeat_says_what_is_done_and_what_is_left() -> None:

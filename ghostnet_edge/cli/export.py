@@ -117,8 +117,11 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option(None, "--model", "-m",
                                   help="model name (random weights, accuracy means nothing), or the "
                                        "architecture of a bare state_dict"),
-        calib: Path = typer.Option(None, "--calib", help="folder of real images: calibration, and held-out "
-                                                         "verification images unless --verify-data"),
+        calib: Path = typer.Option(None, "--calib", help="real images: calibration, and held-out verification "
+                                                         "images unless --verify-data. A folder of images, or any "
+                                                         "data set `ghostedge eval --data` reads (a .tar of class "
+                                                         "folders, a CIFAR-10 pickle folder, cifar10, digits: its "
+                                                         "training split)"),
         out: Path = typer.Option(C.DEFAULT_OUT, "--out", "-o",
                                  help="output folder (its own default, so an export never replaces the "
                                       "quickstart's or the curve's results)"),
@@ -137,9 +140,11 @@ def register(app: typer.Typer) -> None:
                                        "TFLite: measured; when missed, a warning names the worst layers and "
                                        "model_int16x8.tflite (int16 activations, not fully integer) is written beside "
                                        "it with its accuracy, size and latency"),
-        val_data: Path = typer.Option(None, "--val-data", help="labelled images (class sub-folders) for "
-                                                               "--max-drop and accuracy deltas"),
-        verify_data: Path = typer.Option(None, "--verify-data", help="separate folder of verification images"),
+        val_data: Path = typer.Option(None, "--val-data", help="labelled images for --max-drop and accuracy "
+                                                               "deltas: class sub-folders or any data set "
+                                                               "(its validation split)"),
+        verify_data: Path = typer.Option(None, "--verify-data", help="separate verification images: a folder or "
+                                                                     "any data set (its validation split)"),
         seed: int = typer.Option(0, "--seed", help="seed of the image draws (and of random weights)"),
         force: bool = typer.Option(False, "--force", help="replace an existing output folder"),
         tolerance: float = typer.Option(C.DEFAULT_TOLERANCE, "--tolerance", help="FP32: max |logit difference| to PyTorch"),

@@ -34,7 +34,7 @@ class DrawsConfig:
     """One calibration-draw study of a trained checkpoint."""
 
     checkpoint: Path
-    calib: Path                       # folder the draws are taken from (e.g. training images)
+    calib: Path                       # images the draws are taken from: a folder, or a data set's training split
     eval_data: str                    # labelled evaluation set, any layout `ghostedge eval --data` takes
     out: Path
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
@@ -49,7 +49,7 @@ class DrawsConfig:
 
 def validate(cfg: DrawsConfig) -> None:
     """Refuse, before any export, what cannot give an honest spread."""
-    from ghostnet_edge.calib.sampler import list_images
+    from ghostnet_edge.calib.sources import image_source
 
     if len(cfg.seeds) < 2:
         raise GhostEdgeError(f"{len(cfg.seeds)} calibration draw(s) give no spread",
@@ -60,14 +60,18 @@ def validate(cfg: DrawsConfig) -> None:
     if not cfg.checkpoint or not Path(cfg.checkpoint).is_file():
         raise GhostEdgeError(f"calibration draws need a trained checkpoint (got {cfg.checkpoint})",
                              "pass the checkpoint file; random weights have no accuracy to keep")
-    files = list_images(Path(cfg.calib), "calibration")
-    available = len(files) - min(cfg.num_verify, len(files) // 2)
+    n_images = image_source(cfg.calib, "calibration").count   # a folder, or any data set's training split
+    available = n_images - min(cfg.num_verify, n_images // 2)
     too_many = [n for n in cfg.sizes if n > available]
     if too_many:
-        raise DataError(f"{max(too_many)} calibration images asked for, but {cfg.calib} has {len(files)} images "
-                        f"({available} once {min(cfg.num_verify, len(files) // 2)} are held out for verification)",
+        raise DataError(f"{max(too_many)} calibration images asked for, but {cfg.calib} has {n_images} images "
+                        f"({available} once {min(cfg.num_verify, n_images // 2)} are held out for verification)",
                         f"use --num-calib {available} or less, or a larger --calib folder")
-    _refuse_overlap(Path(cfg.calib), cfg.eval_data)
+    if Path(str(cfg.calib)).exists():
+        _refuse_overlap(Path(cfg.calib), cfg.eval_data)
+    elif str(cfg.calib) == str(cfg.eval_data) and cfg.eval_split == "train":
+        raise DataError(f"the draws calibrate on {cfg.calib}'s training split and would be scored on it too",
+                        "evaluate on the held-out split: --eval-split val")
 
 
 def _refuse_overlap(calib: Path, eval_data: str) -> None:
@@ -103,7 +107,7 @@ def run_draws(cfg: DrawsConfig, log: Callable[[str], None] = print) -> dict[str,
         folder = _draw_dir(out, size, seed)
         if not (folder / "manifest.json").is_file():
             log(f"[draws] {i}/{total}: export with {size} calibration images, seed {seed} -> {folder}")
-            export_artifacts(ExportConfig(checkpoint=Path(cfg.checkpoint), calib=Path(cfg.calib), out=folder,
+            export_artifacts(ExportConfig(checkpoint=Path(cfg.checkpoint), calib=cfg.calib, out=folder,
                                           formats=tuple(cfg.formats), int8=True, num_calib=size,
                                           num_verify=cfg.num_verify, seed=seed, force=True, threads=cfg.threads,
                                           **cfg.export_options))

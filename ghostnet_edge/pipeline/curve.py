@@ -190,6 +190,7 @@ class _Sweep:
         self.failures: list[Failure] = []
         self.counters: dict[str, int] = {}
         self.trained_now: set[tuple[str, int]] = set()
+        self._calibration: dict[tuple[str, int], Any] = {}   # images handed to every export, made once
         self.failures_path = self.work / "failures.jsonl"
         atomic_write_text(self.failures_path, "")  # the latest run's failures only: old ones are retried
 
@@ -306,17 +307,19 @@ class _Sweep:
                     self.log(f"  trained {m} seed {s} ({finished}/{len(todo)}, "
                              f"{time.perf_counter() - t0:.0f} s into training) -> {ckpt}")
 
-    def calibration(self, seed: int) -> Path:
-        """The folder INT8 calibration (and the export's held-out verification) draws from."""
+    def calibration(self, seed: int) -> Any:
+        """The images INT8 calibration (and the export's held-out verification) draws from: the given
+        folder, or (in memory, made once per sweep) a draw of the training split or seeded noise."""
         cfg = self.cfg
         if cfg.calib is not None:
             return Path(cfg.calib)
-        # +NUM_VERIFY: the export holds that many images out of the folder to check every artifact on.
+        # +NUM_VERIFY: the export holds that many images out of these to check every artifact on.
         count = cfg.calib_count + stages.NUM_VERIFY
-        if cfg.latency_only:
-            return stages.noise_calibration_folder(self.work / "calib" / f"noise_{seed}", count,
-                                                   stages.input_size(cfg.models[0]), seed)
-        return stages.calibration_folder(cfg.data, self.work / "calib" / _safe(cfg.data), count, seed=0)
+        key = ("noise", seed) if cfg.latency_only else ("data", 0)
+        if key not in self._calibration:
+            self._calibration[key] = (stages.noise_images(count, stages.input_size(cfg.models[0]), seed)
+                                      if cfg.latency_only else stages.calibration_images(cfg.data, count, seed=0))
+        return self._calibration[key]
 
     def export(self, model: str, seed: int, source: Path | str, draw: int = 0) -> Path | None:
         """ONNX/TFLite artifacts of one checkpoint (or model name), or None when only PyTorch is swept.
@@ -333,7 +336,7 @@ class _Sweep:
                 return out
             calib = self.calibration(seed)
             what = f"seed {seed}" + (f" calibration draw {draw}" if draw else "")
-            self.log(f"  export {model} {what}: {', '.join(needed)} (INT8 calibrated on {calib})")
+            self.log(f"  export {model} {what}: {', '.join(needed)} (INT8 calibrated on {_describe_images(calib)})")
             t0 = time.perf_counter()
             stages.export_one(source, out, needed, calib=calib, num_calib=self.cfg.calib_count,
                               seed=seed + DRAW_SEED_STEP * draw, threads=self.cfg.threads)
@@ -390,6 +393,12 @@ class _Sweep:
         except Exception as exc:  # noqa: BLE001
             self.fail("bench", model, None, fmt, target, exc)
             return None
+
+
+def _describe_images(images: Any) -> str:
+    """A folder's path, a data set's repr, or an array's shape, for the log."""
+    shape = getattr(images, "shape", None)
+    return f"{shape[0]} noise images" if shape is not None else str(images)
 
 
 def _safe(target: str) -> str:

@@ -130,51 +130,28 @@ def train_one(model: str, seed: int, data: str, out: Path, epochs: int, limit_tr
 
 
 # ---- calibration images ------------------------------------------------------------------------------
-def calibration_folder(data: str, out: Path, count: int, seed: int = 0) -> Path:
-    """``count`` images of ``data``'s *training* split written as PNG class folders (once, then reused).
+def calibration_images(data: str, count: int, seed: int = 0) -> Any:
+    """A seeded class-balanced draw of ``count`` images of ``data``'s *training* split, as a data set.
 
-    The export stage calibrates from a folder of image files; the built-in digits live in memory and
-    CIFAR-10 in a tar, so a seeded class-balanced draw of the training split is materialised here.
-    PNG is lossless: the pixels are exactly the decoded training images.
+    Handed to the export as it is (``ExportConfig.calib``): the images are decoded once, in memory,
+    with the exported model's own preprocessing, and nothing is written to disk.
     """
-    if (out / DONE_MARKER).is_file():
-        return out
-    from PIL import Image
-
     from ghostnet_edge.data.datasets import open_dataset
-    from ghostnet_edge.utils.atomic import atomic_dir
 
-    ds = open_dataset(data, "train").subset(count, seed=seed)
-    with atomic_dir(out, force=True) as staging:
-        for i in range(len(ds)):
-            label = ds.samples[i][1]
-            folder = staging / _safe_name(ds.classes[label] if 0 <= label < len(ds.classes) else "unlabelled")
-            folder.mkdir(exist_ok=True)
-            Image.fromarray(ds.load_uint8(i)).save(folder / f"{i:05d}.png")
-        atomic_write_json(staging / DONE_MARKER, {"data": data, "split": "train", "count": len(ds), "seed": seed})
-    return out
+    return open_dataset(data, "train").subset(count, seed=seed)
 
 
-def noise_calibration_folder(out: Path, count: int, size: int, seed: int) -> Path:
-    """Seeded random-noise images for the latency-only INT8 models (no real images at hand).
+def noise_images(count: int, size: int, seed: int) -> Any:
+    """Seeded random-noise images, uint8 ``(count, size, size, 3)``, for the latency-only INT8 models
+    (no real images at hand).
 
     Fine for timing (INT8 kernels cost the same whatever the scales), meaningless for accuracy; the
     curve's notes say which calibration was used.
     """
-    if (out / DONE_MARKER).is_file():
-        return out
     import numpy as np
-    from PIL import Image
-
-    from ghostnet_edge.utils.atomic import atomic_dir
 
     rng = np.random.default_rng(seed)
-    with atomic_dir(out, force=True) as staging:
-        for i in range(count):
-            img = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
-            Image.fromarray(img).save(staging / f"noise_{i:04d}.png")
-        atomic_write_json(staging / DONE_MARKER, {"kind": "uniform noise", "count": count, "seed": seed})
-    return out
+    return np.stack([rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8) for _ in range(count)])
 
 
 def _safe_name(name: str) -> str:
@@ -194,7 +171,7 @@ def export_done(out: Path, formats: list[str]) -> bool:
     return all((p := artifact_path(out, f)) is not None and p.is_file() for f in formats)
 
 
-def export_one(source: Path | str, out: Path, formats: list[str], calib: Path, num_calib: int, seed: int,
+def export_one(source: Path | str, out: Path, formats: list[str], calib: Any, num_calib: int, seed: int,
                threads: int | None = None) -> None:
     """ONNX/TFLite (FP32, and INT8 when asked) of a checkpoint, or of a model name with random weights.
 
@@ -207,7 +184,7 @@ def export_one(source: Path | str, out: Path, formats: list[str], calib: Path, n
     int8 = any(FORMATS[f].precision == "int8" for f in formats)
     is_file = Path(str(source)).suffix in CHECKPOINT_SUFFIXES
     cfg = ExportConfig(checkpoint=Path(source) if is_file else None, model=None if is_file else str(source),
-                       calib=Path(calib), out=out, formats=kinds, int8=int8, num_calib=num_calib, seed=seed,
+                       calib=calib, out=out, formats=kinds, int8=int8, num_calib=num_calib, seed=seed,
                        force=True, threads=threads)
     export_artifacts(cfg)
 
