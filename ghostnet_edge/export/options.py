@@ -131,12 +131,12 @@ def check_dependencies(cfg: ExportConfig) -> dict[str, str]:
             require(module, package, purpose)
     if "tflite" in cfg.formats:
         from ghostnet_edge.runtime import device_runner as dr
-        from ghostnet_edge.runtime.backends import _as_ghostedge_error
+        from ghostnet_edge.runtime.backends import as_ghostedge_error
 
         try:
             dr.pick_runtime("tflite", "auto")
         except dr.RunnerError as exc:  # no TFLite interpreter: the error names ai-edge-litert
-            raise _as_ghostedge_error(exc) from exc
+            raise as_ghostedge_error(exc) from exc
     return {m: p for m, p, _ in need}
 
 

@@ -46,7 +46,7 @@ class Runner:
         try:
             outs = [np.asarray(self.model.run(x[i:i + step]), dtype=np.float32) for i in range(0, len(x), step)]
         except dr.RunnerError as exc:
-            raise _as_ghostedge_error(exc) from exc
+            raise as_ghostedge_error(exc) from exc
         if not outs:
             raise GhostEdgeError("no images to run", "pass a batch of at least one image")
         return np.concatenate(outs)
@@ -58,7 +58,7 @@ class Runner:
                 "input_dtype": m.input_dtype, "layout": m.layout}
 
 
-def _as_ghostedge_error(exc: dr.RunnerError) -> GhostEdgeError:
+def as_ghostedge_error(exc: dr.RunnerError) -> GhostEdgeError:
     if exc.package:
         return MissingDependencyError(_MODULES.get(exc.package, exc.package), exc.package, "running this artifact")
     return GhostEdgeError(exc.message, exc.hint or None)
@@ -85,7 +85,7 @@ def open_model(path: str | Path, runtime: str = "auto", threads: int = 1, xnnpac
     try:
         model = dr.load_model(str(path), runtime, threads, xnnpack, keep_intermediates)
     except dr.RunnerError as exc:
-        raise _as_ghostedge_error(exc) from exc
+        raise as_ghostedge_error(exc) from exc
     model.threads = threads
     return Runner(model=model, artifact=str(path))
 
@@ -116,6 +116,6 @@ def load_runner(artifact: str | Path, runtime: str = "auto", threads: int = 1, x
                                      "use --runtime auto")
             model = dr.load_model(str(info.path), runtime, threads, xnnpack)
     except dr.RunnerError as exc:
-        raise _as_ghostedge_error(exc) from exc
+        raise as_ghostedge_error(exc) from exc
     model.threads = threads
     return Runner(model=model, artifact=str(artifact))
