@@ -18,6 +18,8 @@ import os
 import resource
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -83,21 +85,17 @@ def decode_all(image_sets: list[Any], pre: Any, use_cache: bool) -> list[Any]:
     return batches
 
 
-def _torch_threads(threads: int) -> Any:
+@contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
     """Run PyTorch with ``threads`` and give callers (the curve sweep) their own setting back."""
-    import contextlib
-
     import torch
 
-    @contextlib.contextmanager
-    def scope() -> Any:
-        saved = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(saved)
-    return scope()
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def pytorch_reference(job: ExportJob) -> None:
