@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from ghostnet_edge.errors import GhostEdgeError, MissingDependencyError, ModelError, require
-from ghostnet_edge.export.config import FORMATS, ExportConfig
+from ghostnet_edge.export.config import (
+    DEFAULT_MIN_AGREEMENT,
+    DEFAULT_NUM_CALIB,
+    DEFAULT_NUM_VERIFY,
+    DEFAULT_TOLERANCE,
+    FORMATS,
+    ExportConfig,
+)
 
 
 def parse_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
@@ -71,13 +78,13 @@ def validate_config(cfg: ExportConfig) -> ExportConfig:
         raise GhostEdgeError("every artifact is checked against PyTorch on real images, and none were given",
                              "pass --calib DIR (verification images are held out from it) or --verify-data DIR")
     if cfg.num_calib < 1:
-        raise GhostEdgeError(f"--num-calib must be at least 1 (got {cfg.num_calib})", "256 is a good default")
+        raise GhostEdgeError(f"--num-calib must be at least 1 (got {cfg.num_calib})", f"{DEFAULT_NUM_CALIB} is the default")
     if cfg.num_verify < 1:
-        raise GhostEdgeError(f"--num-verify must be at least 1 (got {cfg.num_verify})", "32 is the default")
+        raise GhostEdgeError(f"--num-verify must be at least 1 (got {cfg.num_verify})", f"{DEFAULT_NUM_VERIFY} is the default")
     if not cfg.tolerance > 0:
-        raise GhostEdgeError(f"--tolerance must be > 0 (got {cfg.tolerance})", "the default is 1e-4")
+        raise GhostEdgeError(f"--tolerance must be > 0 (got {cfg.tolerance})", f"the default is {DEFAULT_TOLERANCE:g}")
     if not 0.0 <= cfg.min_agreement <= 1.0:
-        raise GhostEdgeError(f"--min-agreement must be in [0, 1] (got {cfg.min_agreement})", "the default is 0.8")
+        raise GhostEdgeError(f"--min-agreement must be in [0, 1] (got {cfg.min_agreement})", f"the default is {DEFAULT_MIN_AGREEMENT:g}")
     if cfg.max_drop is not None:
         if not cfg.int8:
             raise GhostEdgeError("--max-drop applies to INT8 quantization", "drop --no-int8 or --max-drop")
