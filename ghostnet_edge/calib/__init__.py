@@ -1,19 +1,25 @@
-"""Choosing, decoding and caching the images INT8 calibration (and verification) sees."""
+"""Choosing, decoding and caching the images INT8 calibration (and verification) sees.
 
-from ghostnet_edge.calib.cache import TensorBatch, cache_key, cache_root, calibration_tensors, decode_images
-from ghostnet_edge.calib.sampler import (
-    IMAGE_EXTENSIONS,
-    MIN_RECOMMENDED_CALIB,
-    ImageSet,
-    draw,
-    label_of,
-    list_images,
-    select_calibration_images,
-    split_calibration_verification,
-)
+Names are re-exported lazily: the defaults (``calib.defaults``) are read by the CLI and the export's
+config, which must not import NumPy.
+"""
 
-__all__ = [
-    "IMAGE_EXTENSIONS", "MIN_RECOMMENDED_CALIB", "ImageSet", "TensorBatch", "cache_key", "cache_root",
-    "calibration_tensors", "decode_images", "draw", "label_of", "list_images", "select_calibration_images",
-    "split_calibration_verification",
-]
+from __future__ import annotations
+
+from typing import Any
+
+_WHERE = {
+    "TensorBatch": "cache", "cache_key": "cache", "cache_root": "cache", "calibration_tensors": "cache",
+    "decode_images": "cache", "IMAGE_EXTENSIONS": "sampler", "MIN_RECOMMENDED_CALIB": "sampler",
+    "ImageSet": "sampler", "draw": "sampler", "label_of": "sampler", "list_images": "sampler",
+    "select_calibration_images": "sampler", "split_calibration_verification": "sampler",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

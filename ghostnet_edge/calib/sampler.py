@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ghostnet_edge.calib.defaults import DEFAULT_NUM_CALIB, DEFAULT_NUM_VERIFY
 from ghostnet_edge.data.images import IMAGE_EXTENSIONS, is_image_file
 from ghostnet_edge.errors import DataError
 
@@ -135,7 +136,7 @@ def make_image_set(root: Path, files: Sequence[Path], num_requested: int,
                     num_available=num_available, num_requested=num_requested, warnings=tuple(warnings))
 
 
-def select_calibration_images(source: Path | str, num: int = 256, seed: int = 0,
+def select_calibration_images(source: Path | str, num: int = DEFAULT_NUM_CALIB, seed: int = 0,
                               exclude: Iterable[Path] = ()) -> ImageSet:
     """Draw ``num`` calibration images from a folder, deterministically by ``seed``.
 
@@ -144,7 +145,7 @@ def select_calibration_images(source: Path | str, num: int = 256, seed: int = 0,
     """
     if num < 1:
         raise DataError(f"the number of calibration images must be at least 1 (got {num})",
-                        "pass --num-calib N with N >= 1 (256 is a good default)")
+                        f"pass --num-calib N with N >= 1 ({DEFAULT_NUM_CALIB} is the default)")
     root = Path(source)
     files = list_images(root, "calibration")
     # Resolved paths, so a verification folder given by another spelling still cannot overlap.
@@ -165,11 +166,12 @@ def _size_warnings(count: int, requested: int, available: int, root: Path) -> li
                         f"{root}; using {count}")
     if count < MIN_RECOMMENDED_CALIB:
         warnings.append(f"only {count} calibration image(s): activation ranges may be poor; "
-                        f"{MIN_RECOMMENDED_CALIB}+ real images are recommended (256 is the default)")
+                        f"{MIN_RECOMMENDED_CALIB}+ real images are recommended ({DEFAULT_NUM_CALIB} is the default)")
     return warnings
 
 
-def split_calibration_verification(source: Path | str, num_calib: int = 256, num_verify: int = 32,
+def split_calibration_verification(source: Path | str, num_calib: int = DEFAULT_NUM_CALIB,
+                                   num_verify: int = DEFAULT_NUM_VERIFY,
                                    seed: int = 0, verify_source: Path | str | None = None,
                                    ) -> tuple[ImageSet, ImageSet]:
     """Draw a held-out verification set and a disjoint calibration set.

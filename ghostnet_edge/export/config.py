@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ghostnet_edge.calib.defaults import DEFAULT_NUM_CALIB, DEFAULT_NUM_VERIFY  # noqa: F401 (part of this API)
+
 FORMATS = ("onnx", "tflite")
-DEFAULT_NUM_CALIB = 256
-DEFAULT_NUM_VERIFY = 32
 DEFAULT_REPORT_IMAGES = 32  # benchmarks/layer_report.py: worst-5 layers stable at 32 images, not at 8
 # ...of 32x32 pixels. What steadies a layer's SQNR is the number of activation values, which grows with
 # the image's area, while the report's cost grows with it too: larger inputs use fewer images, as many
