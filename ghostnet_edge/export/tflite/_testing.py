@@ -109,6 +109,13 @@ def count_depthwise_convs(model: nn.Module) -> int:
                if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels)
 
 
+def count_hard_swish(model: nn.Module) -> int:
+    """``nn.Hardswish`` modules (each called once in these models): the translator writes each hard-swish
+    as one 1x1 DEPTHWISE_CONV_2D and a MUL (``translate._hard_swish``, its default form), so a model's
+    DEPTHWISE_CONV_2D ops are ``count_depthwise_convs(model) + count_hard_swish(model)``."""
+    return sum(1 for m in model.modules() if isinstance(m, nn.Hardswish))
+
+
 def export_onnx_for_tests(model: nn.Module, path: Path, input_size: tuple[int, int, int],
                           simplify: bool = True) -> Path:
     """Export like the ONNX stage does: opset 17, eval mode (BN folded), input ``input``, output ``logits``.

@@ -19,6 +19,11 @@ translator emits inside one ONNX node that no exact rule covers, a name the conv
 :func:`tflite_stats`
 return the unplaced names, and the caller falls back to TensorFlow's own calibration.
 
+Hard-swish is written by the translator as ``a = x / 6``, ``r = relu6(6 a + 3)`` (a 1x1 depthwise conv)
+and ``y = a * r`` (``translate._hard_swish``), and the converter folds ``/ 6`` into the op that makes
+``x``, which keeps that op's name: ``a`` and ``r`` are placed by :func:`hard_swish_stats` from the range
+of the HardSwish node's input, exactly (``a`` is ``x`` scaled, ``r`` is ``x`` shifted and clamped).
+
 The ranges also differ from the calibrator's in one respect, measured on GhostNet: TFLite runs ADD and
 MUL in place, and its calibrator's logging then records a tensor consumed by one of them with the
 values written over it (a ghost module's concatenation recorded with the range of the residual sum
@@ -73,13 +78,30 @@ def onnx_scopes(onnx_proto: Any) -> dict[str, str | None]:
     return out
 
 
+def onnx_hard_swish_inputs(onnx_proto: Any) -> dict[str, str]:
+    """TF scope of each ONNX HardSwish node -> the ONNX tensor it reads (for :func:`hard_swish_stats`)."""
+    from ghostnet_edge.export.tflite.translate import _node_label, _scope
+
+    out: dict[str, str] = {}
+    seen: set[str] = set()
+    for i, node in enumerate(onnx_proto.graph.node):
+        scope = _scope(_node_label(node, i))
+        if scope in seen:
+            out.pop(scope, None)  # two nodes in one scope: their tensors cannot be told apart
+        elif node.op_type == "HardSwish" and node.input and node.input[0]:
+            out[scope] = node.input[0]
+        seen.add(scope)
+    return out
+
+
 def tflite_stats(model_t: Any, op_names: list[str], scopes: Mapping[str, str | None],
                  ranges: Mapping[str, tuple[float, float]], onnx_inputs: list[str],
-                 onnx_outputs: list[str]) -> StatsPlan:
+                 onnx_outputs: list[str], hard_swish: Mapping[str, str] | None = None) -> StatsPlan:
     """Place ``ranges`` (ONNX tensor -> (lo, hi)) on the activation tensors of a float TFLite model.
 
     ``model_t`` is the flatbuffer's object tree (``ModelT``), ``op_names[i]`` the builtin name of
-    ``model_t.operatorCodes[i]``, ``scopes`` from :func:`onnx_scopes`.
+    ``model_t.operatorCodes[i]``, ``scopes`` from :func:`onnx_scopes`, ``hard_swish`` from
+    :func:`onnx_hard_swish_inputs` (without it, a hard-swish written as a depthwise conv stays unplaced).
     """
     sg = model_t.subgraphs[0]
     tensors = sg.tensors
@@ -111,6 +133,7 @@ def tflite_stats(model_t: Any, op_names: list[str], scopes: Mapping[str, str | N
             plan.stats[idx] = (float(rng[0]), float(rng[1]))
 
     pending: dict[int, str] = {}   # tensors inside one ONNX node, placed last (see _place_inner)
+    exact = hard_swish_stats(model_t, op_names, scope_of, hard_swish or {}, ranges)
     for k, idx in enumerate(inputs):
         name = onnx_inputs[k] if k < len(onnx_inputs) else None
         place(idx, ranges.get(name) if name else None, "graph input")
@@ -119,6 +142,9 @@ def tflite_stats(model_t: Any, op_names: list[str], scopes: Mapping[str, str | N
         for o in op.outputs:
             idx = int(o)
             if tensors[idx].type != _FLOAT32:
+                continue
+            if idx in exact:  # before the name: the op that makes a hard-swish's x / 6 is named after x
+                plan.stats[idx] = exact[idx]
                 continue
             if idx in outputs and len(outputs) == len(onnx_outputs):
                 place(idx, ranges.get(onnx_outputs[outputs.index(idx)]), "graph output")
@@ -139,6 +165,60 @@ def tflite_stats(model_t: Any, op_names: list[str], scopes: Mapping[str, str | N
     for idx, kind in pending.items():
         place(idx, None, f"{kind} inside one ONNX node")
     return plan
+
+
+def _uniform(model_t: Any, idx: int) -> float | None:
+    """The value of a constant float32 tensor whose elements are all equal, else None."""
+    import numpy as np
+
+    t = model_t.subgraphs[0].tensors[idx]
+    data = model_t.buffers[t.buffer].data if 0 <= t.buffer < len(model_t.buffers) else None
+    if t.type != _FLOAT32 or data is None or len(data) < 4 or len(data) % 4:
+        return None
+    v = np.frombuffer(np.asarray(data, dtype=np.uint8).tobytes(), dtype=np.float32)
+    return float(v[0]) if np.all(v == v[0]) else None
+
+
+def hard_swish_stats(model_t: Any, op_names: list[str], scope_of: Any, hard_swish: Mapping[str, str],
+                     ranges: Mapping[str, tuple[float, float]]) -> dict[int, tuple[float, float]]:
+    """Exact ranges of the tensors inside each hard-swish the translator wrote as a depthwise conv.
+
+    The form (``translate._hard_swish``): ``a = x / w``, ``r = relu6(w a + b)`` as a 1x1
+    DEPTHWISE_CONV_2D with uniform weight ``w`` and bias ``b = 3`` and fused RELU6, ``y = a * r``. It is
+    recognised from the MUL whose output is in the scope of an ONNX HardSwish node reading ``x``, one of
+    whose inputs is that depthwise conv of the other. Then ``a`` holds ``[lo, hi] / w`` and ``r`` holds
+    ``relu6([lo, hi] + 3)`` (both monotonic), and so does every tensor ``a`` was only reshaped from (the
+    converter folds ``/ w`` into the op that makes ``x``, or keeps it as a MUL before a reshape).
+    """
+    from ghostnet_edge.export.tflite.translate import HARD_SWISH_DW_BIAS, HARD_SWISH_DW_WEIGHT
+
+    sg = model_t.subgraphs[0]
+    made_by: dict[int, Any] = {int(o): op for op in sg.operators for o in op.outputs}
+    out: dict[int, tuple[float, float]] = {}
+    for op in sg.operators:
+        if op_names[op.opcodeIndex] != "MUL" or len(op.inputs) != 2:
+            continue
+        x = hard_swish.get(scope_of(int(op.outputs[0])))
+        if x is None or x not in ranges:
+            continue
+        for a, r in ((int(op.inputs[0]), int(op.inputs[1])), (int(op.inputs[1]), int(op.inputs[0]))):
+            dw = made_by.get(r)
+            if dw is None or op_names[dw.opcodeIndex] != "DEPTHWISE_CONV_2D" or int(dw.inputs[0]) != a \
+                    or len(dw.inputs) < 3 or getattr(dw.builtinOptions, "fusedActivationFunction", 0) != 3:
+                continue  # 3: RELU6 in the schema's ActivationFunctionType
+            w, b = _uniform(model_t, int(dw.inputs[1])), _uniform(model_t, int(dw.inputs[2]))
+            if w != HARD_SWISH_DW_WEIGHT or b != HARD_SWISH_DW_BIAS:
+                continue
+            lo, hi = (float(v) for v in ranges[x])
+            out[r] = (min(max(lo + b, 0.0), 6.0), min(max(hi + b, 0.0), 6.0))
+            src: int | None = a
+            while src is not None and src not in out:
+                out[src] = (lo / w, hi / w)
+                prev = made_by.get(src)
+                moving = prev is not None and op_names[prev.opcodeIndex] in _VALUE_MOVING - {"PAD", "CONCATENATION"}
+                src = int(prev.inputs[0]) if moving and len(prev.inputs) >= 1 else None
+            break
+    return out
 
 
 def _scalar(model_t: Any, idx: int) -> float | None:
@@ -215,7 +295,8 @@ def calibrated_model(float_model: bytes, onnx_proto: Any, ranges: Mapping[str, t
     graph = onnx_proto.graph
     inits = {i.name for i in graph.initializer}
     plan = tflite_stats(model_t, op_names_of(model_t, s), onnx_scopes(onnx_proto), ranges,
-                        [i.name for i in graph.input if i.name not in inits], [o.name for o in graph.output])
+                        [i.name for i in graph.input if i.name not in inits], [o.name for o in graph.output],
+                        onnx_hard_swish_inputs(onnx_proto))
     if not plan.complete:
         return None, plan
     return write_stats(float_model, plan.stats), plan
