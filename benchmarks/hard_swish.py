@@ -3,10 +3,11 @@
     python benchmarks/hard_swish.py [--model mobilenetv3_large_100] [--calib DIR] [--work DIR] [--rounds 5]
                                     [--skip-qemu] [--json OUT]
 
-The translator writes ONNX HardSwish in one of two forms (``translate._hard_swish``; the environment
-variable ``GHOSTEDGE_TFLITE_HARD_SWISH`` picks one): ``builtin``, the pattern the converter fuses into
-one HARD_SWISH op, whose int8 kernel LiteRT's XNNPACK delegate does not take; and ``depthwise`` (the
-default), a 1x1 DEPTHWISE_CONV_2D and a MUL that it takes in INT8 as in FP32. This script exports the
+The translator writes ONNX HardSwish in one of two forms (``translate._hard_swish``; ``ghostedge export
+--tflite-target`` picks one): ``builtin`` (``arm``, the default), the pattern the converter fuses into
+one HARD_SWISH op, whose int8 kernel LiteRT's XNNPACK delegate does not take (NEON code on ARM, scalar
+reference code on x86); and ``depthwise`` (``x86``), a 1x1 DEPTHWISE_CONV_2D and a MUL that it takes
+in INT8 as in FP32. This script exports the
 model once per form with ``ghostedge export`` (random weights, INT8 calibrated on real photos, same
 seed and images, so the two exports differ only in the form), then prints:
 
@@ -42,16 +43,17 @@ PRECISIONS = ("fp32", "int8")
 
 def export(model: str, form: str, calib: Path, out: Path, num_calib: int, log: Any) -> dict[str, Any]:
     """``ghostedge export`` of ``model`` with the translator's hard-swish ``form``; reused when present."""
-    from ghostnet_edge.export.tflite.translate import HARD_SWISH_ENV
+    from ghostnet_edge.export.tflite.translate import TARGET_HARD_SWISH
 
+    target = {f: t for t, f in TARGET_HARD_SWISH.items()}[form]
     manifest = out / "manifest.json"
     if not manifest.is_file():
         log(f"exporting {model} with hard-swish form '{form}' ...")
         t0 = time.perf_counter()
         cmd = [sys.executable, "-m", "ghostnet_edge", "export", "--model", model, "--calib", str(calib), "--int8",
                "--formats", "onnx,tflite", "--num-calib", str(num_calib), "--num-verify", "8", "--seed", "0",
-               "--out", str(out), "--force"]
-        proc = subprocess.run(cmd, env={**os.environ, HARD_SWISH_ENV: form}, capture_output=True, text=True)
+               "--out", str(out), "--force", "--tflite-target", target]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0 or not manifest.is_file():
             raise SystemExit(f"export failed ({' '.join(cmd)}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
         log(f"  done in {time.perf_counter() - t0:.0f} s")

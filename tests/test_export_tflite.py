@@ -26,7 +26,6 @@ from ghostnet_edge.export.tflite import inspect as tfl_inspect  # noqa: E402
 from ghostnet_edge.export.tflite import metadata as md  # noqa: E402
 from ghostnet_edge.export.tflite._testing import (  # noqa: E402
     count_depthwise_convs,
-    count_hard_swish,
     export_onnx_for_tests,
     tiny_ghostnet,
 )
@@ -183,13 +182,11 @@ def test_fp32_matches_pytorch(tiny: dict) -> None:
 
 def test_int8_is_fully_integer_with_depthwise_and_integer_se_gate(tiny: dict) -> None:
     path = tiny["res"].int8_path
-    # The head's hard-swish is one 1x1 depthwise conv and a MUL, never HARD_SWISH (its int8 kernel runs
-    # outside XNNPACK; translate._hard_swish, tests/test_hard_swish.py).
-    n_dw = count_depthwise_convs(tiny["model"]) + count_hard_swish(tiny["model"])
-    report = tfl_inspect.assert_fully_integer(path, float_io=False, expected_depthwise=n_dw)
+    report = tfl_inspect.assert_fully_integer(path, float_io=False,
+                                              expected_depthwise=count_depthwise_convs(tiny["model"]))
     assert report.io_dtypes == ("INT8", "INT8")
     assert "QUANTIZE" not in report.op_counts and "DEQUANTIZE" not in report.op_counts
-    assert count_hard_swish(tiny["model"]) == 1 and "HARD_SWISH" not in report.op_counts
+    assert report.op_counts["HARD_SWISH"] == 1
     # The SE gate: MUL of a [1,H,W,C] activation by a [1,1,1,C] gate, in INT8, one per bottleneck.
     g = tfl_inspect.read_graph(path)
     gates = [op for op in g.ops if op.name == "MUL" and len(op.inputs) == 2
@@ -214,7 +211,7 @@ def test_int8_tracks_pytorch(tiny: dict) -> None:
 def test_per_layer_sqnr_maps_int8_to_fp32_tensors(tiny: dict) -> None:
     layers = per_layer_sqnr(tiny["res"].int8_path, tiny["res"].fp32_path, tiny["x"][:2])
     ops = [layer.op for layer in layers]
-    assert ops.count("DEPTHWISE_CONV_2D") == count_depthwise_convs(tiny["model"]) + count_hard_swish(tiny["model"])
+    assert ops.count("DEPTHWISE_CONV_2D") == count_depthwise_convs(tiny["model"])
     assert ops[-1] == "FULLY_CONNECTED"
     # INT8 activations of a calibrated net are 15-40 dB away from FP32; 0 dB would mean a wrong mapping.
     assert all(layer.sqnr_db > 10 for layer in layers), [(layer.op, round(layer.sqnr_db, 1)) for layer in layers]

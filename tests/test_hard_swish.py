@@ -1,8 +1,8 @@
-"""Hard-swish in the TFLite route: the translator's two forms, and the INT8 model of the default one.
+"""Hard-swish in the TFLite route: the translator's two forms, and the INT8 model of the x86 one.
 
-The default form (``translate._hard_swish``: a 1x1 depthwise conv and a MUL) exists so that LiteRT's
-XNNPACK delegate takes the whole INT8 MobileNetV3; the builtin HARD_SWISH op's int8 kernel runs outside
-it. These tests pin what that needs: FP32 equal to the ONNX graph in both forms, no HARD_SWISH in the
+The x86 form (``--tflite-target x86``; ``translate._hard_swish``: a 1x1 depthwise conv and a MUL) exists
+so that LiteRT's XNNPACK delegate takes the whole INT8 MobileNetV3; the builtin HARD_SWISH op's int8
+kernel (the ARM form: NEON code there) runs outside it on x86. These tests pin what that needs: FP32 equal to the ONNX graph in both forms, no HARD_SWISH in the
 INT8 model, every tensor of it calibrated from the shared ranges (no fallback to TensorFlow's
 calibrator), the ranges of the form's inner tensors equal to their values, and every node delegated.
 """
@@ -42,12 +42,12 @@ class _Both(nn.Module):
         return self.act2(self.fc(y.mean((2, 3))) * 4.0)
 
 
-def _run_tf(onnx_path: Path, x: np.ndarray) -> np.ndarray:
-    fn, _ = tr.onnx_to_tf_function(onnx_path)
+def _run_tf(onnx_path: Path, x: np.ndarray, form: str) -> np.ndarray:
+    fn, _ = tr.onnx_to_tf_function(onnx_path, hard_swish=form)
     return fn(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))["logits"].numpy()
 
 
-def test_both_forms_equal_the_onnx_graph_in_fp32(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_both_forms_equal_the_onnx_graph_in_fp32(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = _Both().eval()
     path = export_onnx_for_tests(model, tmp_path / "hs.onnx", (3, 8, 8))
@@ -55,25 +55,21 @@ def test_both_forms_equal_the_onnx_graph_in_fp32(tmp_path: Path, monkeypatch: py
     x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
-    assert tr.hard_swish_form() == "depthwise"  # the default
+    assert tr.TARGET_HARD_SWISH == {"arm": "builtin", "x86": "depthwise"}
     for form in tr.HARD_SWISH_FORMS:
-        monkeypatch.setenv(tr.HARD_SWISH_ENV, form)
-        np.testing.assert_allclose(_run_tf(path, x), ref, rtol=1e-5, atol=1e-5, err_msg=form)
-    monkeypatch.setenv(tr.HARD_SWISH_ENV, "fused-please")
+        np.testing.assert_allclose(_run_tf(path, x, form), ref, rtol=1e-5, atol=1e-5, err_msg=form)
     with pytest.raises(ExportError, match="not a hard-swish form"):
-        _run_tf(path, x)
+        _run_tf(path, x, "fused-please")
 
 
-def test_builtin_form_is_one_hard_swish_op_and_the_default_none(tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_builtin_form_is_one_hard_swish_op_and_the_depthwise_form_none(tmp_path: Path) -> None:
     from ghostnet_edge.export.tflite.convert import convert_onnx_to_tflite
 
     torch.manual_seed(0)
     path = export_onnx_for_tests(_Both().eval(), tmp_path / "hs.onnx", (3, 8, 8))
     counts = {}
     for form in tr.HARD_SWISH_FORMS:
-        monkeypatch.setenv(tr.HARD_SWISH_ENV, form)
-        res = convert_onnx_to_tflite(path, tmp_path / f"{form}.tflite", None)
+        res = convert_onnx_to_tflite(path, tmp_path / f"{form}.tflite", None, hard_swish=form)
         counts[form] = tfl_inspect.op_counts(res.fp32_path)
     assert counts["builtin"].get("HARD_SWISH") == 2 and "DEPTHWISE_CONV_2D" not in counts["builtin"]
     # depthwise: the 1/6 folded into the conv and the fully connected op, one 1x1 depthwise conv and
@@ -102,7 +98,8 @@ def mnv3(tmp_path_factory: pytest.TempPathFactory) -> dict:
     path = export_onnx_for_tests(model, d / "model.onnx", size)
     calib = np.random.default_rng(0).standard_normal((16, *size)).astype(np.float32)
     ranges = dict(cr.collect_ranges(path, calib, "minmax", threads=1, use_cache=False).ranges)
-    res = convert_onnx_to_tflite(path, d / "fp32.tflite", d / "int8.tflite", calib, ranges=ranges)
+    res = convert_onnx_to_tflite(path, d / "fp32.tflite", d / "int8.tflite", calib, ranges=ranges,
+                                 hard_swish="depthwise")
     proto = onnx.load(str(path))
     return {"model": model, "onnx": path, "proto": proto, "calib": calib, "ranges": ranges, "res": res,
             "n_hard_swish": [n.op_type for n in proto.graph.node].count("HardSwish")}
@@ -178,3 +175,23 @@ def test_every_int8_node_runs_in_xnnpack(mnv3: dict) -> None:
         builtin = [op["tag"] for op in prof["ops"] if op["level"] == "tflite"]
         assert builtin == [], (Path(path).name, builtin)
         assert {op["partition"] for op in prof["ops"]} == {1}, Path(path).name
+
+
+def test_export_for_x86_writes_the_depthwise_form_and_arm_the_builtin(tmp_path: Path, private_cache: Path) -> None:
+    """``ghostedge export --tflite-target``: the choice is recorded in the manifest's config; arm (the
+    default) keeps LiteRT's HARD_SWISH, x86 has none; both are checked against PyTorch like any export."""
+    from ghostnet_edge.export.config import ExportConfig
+    from ghostnet_edge.export.pipeline import export_artifacts
+
+    images = np.random.default_rng(0).integers(0, 256, size=(24, 32, 32, 3), dtype=np.uint8)
+    counts = {}
+    for target in ("arm", "x86"):
+        cfg = ExportConfig(model="mobilenetv3_large_cifar_100", calib=images, out=tmp_path / target,
+                           formats=("tflite",), num_calib=16, num_verify=8, threads=1,
+                           **({} if target == "arm" else {"tflite_target": "x86"}))
+        report = export_artifacts(cfg)
+        assert report.manifest["config"]["tflite_target"] == target
+        assert report.manifest["calibration"]["ranges"]["tflite_int8"].startswith("shared calibration ranges")
+        counts[target] = tfl_inspect.op_counts(tmp_path / target / "model_int8.tflite")
+    assert counts["arm"]["HARD_SWISH"] > 5 and "HARD_SWISH" not in counts["x86"]
+    assert counts["x86"]["DEPTHWISE_CONV_2D"] == counts["arm"]["DEPTHWISE_CONV_2D"] + counts["arm"]["HARD_SWISH"]

@@ -46,6 +46,7 @@ class ExportConfig:
     calib_method: str = "minmax"
     per_channel: bool = True
     io_dtype: str = "int8"                # TFLite INT8 model's input/output type
+    tflite_target: str = "arm"            # the CPU the .tflite graphs are shaped for: arm | x86
     act_type: str = "auto"                # ONNX INT8 activations: auto | int8 | uint8
     max_drop: float | None = None         # with val_data: NNCF accuracy control
     val_data: Any = None                  # labelled images for NNCF and accuracy deltas

@@ -68,6 +68,10 @@ def validate_config(cfg: ExportConfig) -> ExportConfig:
                              f"choose one of: {', '.join(CALIB_METHODS)}")
     if cfg.act_type not in ACT_TYPES:
         raise GhostEdgeError(f"unknown activation type {cfg.act_type!r}", f"choose one of: {', '.join(ACT_TYPES)}")
+    from ghostnet_edge.export.tflite.translate import TFLITE_TARGETS
+
+    if cfg.tflite_target not in TFLITE_TARGETS:
+        raise GhostEdgeError(f"unknown TFLite target {cfg.tflite_target!r}", f"choose one of: {', '.join(TFLITE_TARGETS)}")
     if cfg.io_dtype not in IO_DTYPES:
         raise GhostEdgeError(f"unknown INT8 input/output type {cfg.io_dtype!r}",
                              f"choose one of: {', '.join(IO_DTYPES)}")

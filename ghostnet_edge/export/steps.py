@@ -149,7 +149,7 @@ def start_tflite(job: ExportJob) -> None:
             np.save(calib_file, job.xc)
     t_int8 = job.staging / TFLITE_INT8 if cfg.int8 else None
     job.worker.submit(job.path(BY_KEY["onnx"]), job.path(BY_KEY["tflite"]), t_int8, calib_file, cfg.io_dtype,
-                      cfg.per_channel, job.labels, {**job.prep_desc, "layout": "NHWC"})
+                      cfg.per_channel, job.labels, {**job.prep_desc, "layout": "NHWC"}, hard_swish_form(cfg))
 
 
 def calibrate(job: ExportJob) -> None:
@@ -263,7 +263,15 @@ def convert_in_process(onnx_fp32: Path, t_fp32: Path | None, t_int8: Path | None
     with quiet_native_stderr(enabled=not os.environ.get("GHOSTEDGE_VERBOSE")):
         return convert_onnx_to_tflite(onnx_fp32, t_fp32, t_int8, representative=xc if t_int8 is not None else None,
                                       io_dtype=cfg.io_dtype, per_channel=cfg.per_channel, labels=labels,
-                                      preprocessing=prep, ranges=ranges if t_int8 is not None else None)
+                                      preprocessing=prep, ranges=ranges if t_int8 is not None else None,
+                                      hard_swish=hard_swish_form(cfg))
+
+
+def hard_swish_form(cfg: Any) -> str:
+    """The translator's hard-swish form for the CPU the .tflite is meant for (``--tflite-target``)."""
+    from ghostnet_edge.export.tflite.translate import TARGET_HARD_SWISH
+
+    return TARGET_HARD_SWISH[cfg.tflite_target]
 
 
 CONVERTERS = {"onnx_export": export_onnx, "onnx_quantize": quantize_onnx, "tflite_convert": convert_tflite}
@@ -390,7 +398,8 @@ def tflite_budget(job: ExportJob) -> None:
         result = bd.check_budget(onnx_fp32=job.path(BY_KEY["onnx"]), t_fp32=job.path(BY_KEY["tflite"]),
                                  t_int8=job.path(BY_KEY["tflite-int8"]), staging=job.staging, val=job.val,
                                  max_drop=cfg.max_drop, representative=job.xc, worst_layers=worst, labels=job.labels,
-                                 preprocessing={**job.prep_desc, "layout": "NHWC"}, threads=job.threads)
+                                 preprocessing={**job.prep_desc, "layout": "NHWC"}, threads=job.threads,
+                                 hard_swish=hard_swish_form(cfg))
         remedy = result.remedy
         if remedy is not None and "error" not in remedy:
             path = job.staging / bd.REMEDY_FILE

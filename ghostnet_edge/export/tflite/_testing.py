@@ -110,9 +110,9 @@ def count_depthwise_convs(model: nn.Module) -> int:
 
 
 def count_hard_swish(model: nn.Module) -> int:
-    """``nn.Hardswish`` modules (each called once in these models): the translator writes each hard-swish
-    as one 1x1 DEPTHWISE_CONV_2D and a MUL (``translate._hard_swish``, its default form), so a model's
-    DEPTHWISE_CONV_2D ops are ``count_depthwise_convs(model) + count_hard_swish(model)``."""
+    """``nn.Hardswish`` modules (each called once in these models): for x86 the translator writes each
+    hard-swish as one 1x1 DEPTHWISE_CONV_2D and a MUL (``translate._hard_swish``, form ``depthwise``), so
+    such a model's DEPTHWISE_CONV_2D ops are ``count_depthwise_convs(model) + count_hard_swish(model)``."""
     return sum(1 for m in model.modules() if isinstance(m, nn.Hardswish))
 
 

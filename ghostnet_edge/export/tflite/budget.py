@@ -83,7 +83,7 @@ def message(b: Budget, int8_name: str) -> str:
 
 def check_budget(*, onnx_fp32: Path, t_fp32: Path, t_int8: Path, staging: Path, val: tuple[np.ndarray, np.ndarray],
                  max_drop: float, representative: np.ndarray, worst_layers: list[str], labels: list[str],
-                 preprocessing: dict[str, Any], threads: int = 1) -> Budget:
+                 preprocessing: dict[str, Any], threads: int = 1, hard_swish: str = "builtin") -> Budget:
     """Score the INT8 model against the budget and, when it misses, build and measure the 16x8 remedy."""
     from ghostnet_edge.export.checks import accuracy
     from ghostnet_edge.runtime.backends import run_artifact
@@ -95,13 +95,13 @@ def check_budget(*, onnx_fp32: Path, t_fp32: Path, t_int8: Path, staging: Path, 
     budget = Budget(max_drop, int(len(vy)), fp32_top1, int8_top1, drop, met, worst_layers)
     if not met:
         budget.remedy = build_remedy(onnx_fp32, staging / REMEDY_FILE, t_fp32, t_int8, val, fp32_top1, max_drop,
-                                     representative, labels, preprocessing, threads)
+                                     representative, labels, preprocessing, threads, hard_swish)
     return budget
 
 
 def build_remedy(onnx_fp32: Path, out: Path, t_fp32: Path, t_int8: Path, val: tuple[np.ndarray, np.ndarray],
                  fp32_top1: float, max_drop: float, representative: np.ndarray, labels: list[str],
-                 preprocessing: dict[str, Any], threads: int) -> dict[str, Any]:
+                 preprocessing: dict[str, Any], threads: int, hard_swish: str = "builtin") -> dict[str, Any]:
     """Convert, score and time the 16x8 model; a failed conversion is reported, not raised."""
     from ghostnet_edge.errors import ExportError
     from ghostnet_edge.export.checks import accuracy
@@ -111,7 +111,8 @@ def build_remedy(onnx_fp32: Path, out: Path, t_fp32: Path, t_int8: Path, val: tu
     t0 = time.perf_counter()
     try:
         convert_onnx_to_tflite(onnx_fp32, None, out, representative=representative, io_dtype="float32",
-                               labels=labels, preprocessing=preprocessing, int16_activations=True)
+                               labels=labels, preprocessing=preprocessing, int16_activations=True,
+                               hard_swish=hard_swish)
     except ExportError as exc:
         out.unlink(missing_ok=True)
         return {"error": exc.message}

@@ -181,6 +181,7 @@ def convert_onnx_to_tflite(
     preprocessing: dict[str, Any] | None = None,
     int16_activations: bool = False,
     ranges: Mapping[str, tuple[float, float]] | Callable[[], Mapping[str, tuple[float, float]]] | None = None,
+    hard_swish: str = "builtin",
 ) -> TfliteResult:
     """Convert an ONNX CNN to FP32 and/or full-integer INT8 ``.tflite`` files with embedded metadata.
 
@@ -193,8 +194,9 @@ def convert_onnx_to_tflite(
     model instead of TensorFlow's calibrator (a callable is called only once INT8 conversion needs them, so
     FP32 conversion can run while they are collected); a tensor they cannot cover falls back to the calibrator
     (``ranges_source`` says which ran). ``labels`` and ``preprocessing`` are embedded as
-    standard TFLite Metadata and as JSON entries (see :mod:`.metadata`). The same inputs always give
-    byte-identical files.
+    standard TFLite Metadata and as JSON entries (see :mod:`.metadata`). ``hard_swish`` is the form of
+    HardSwish (``builtin`` for ARM, ``depthwise`` for x86; see ``translate._hard_swish``). The same inputs
+    always give byte-identical files.
     """
     if out_fp32 is None and out_int8 is None:
         raise ExportError("nothing to convert: neither an FP32 nor an INT8 output path was given",
@@ -218,7 +220,7 @@ def convert_onnx_to_tflite(
     tf = require("tensorflow", "tensorflow", "the TFLite export")
 
     t0 = time.perf_counter()
-    concrete, nhwc = onnx_to_tf_function(proto)
+    concrete, nhwc = onnx_to_tf_function(proto, hard_swish=hard_swish)
     translate_s = time.perf_counter() - t0
     labels = _check_labels(labels, _num_classes(concrete))
 

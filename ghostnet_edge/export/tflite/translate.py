@@ -22,6 +22,7 @@ come from the ONNX node names, which also lets per-layer comparisons map TFLite 
 
 from __future__ import annotations
 
+import contextvars
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -434,23 +435,21 @@ def _hard_sigmoid(x: Any, attrs: dict[str, Any]) -> Any:
                       np.float32(1.0))
 
 
-# How ONNX HardSwish is written (``GHOSTEDGE_TFLITE_HARD_SWISH`` overrides the default; ``HARD_SWISH_FORMS``).
-HARD_SWISH_ENV = "GHOSTEDGE_TFLITE_HARD_SWISH"
-HARD_SWISH_FORMS = ("depthwise", "builtin")
-HARD_SWISH_DEFAULT = "depthwise"
+# How ONNX HardSwish is written, by the CPU the .tflite is meant for (``ExportConfig.tflite_target``):
+# LiteRT's int8 HARD_SWISH is a NEON kernel on ARM (7 % of MobileNetV3-Large's Cortex-A76 instructions,
+# fewer than any two-op form) but scalar reference code outside XNNPACK on x86.
+HARD_SWISH_FORMS = ("builtin", "depthwise")
+TARGET_HARD_SWISH = {"arm": "builtin", "x86": "depthwise"}
+TFLITE_TARGETS = tuple(TARGET_HARD_SWISH)
 # The 1x1 depthwise conv of the "depthwise" form: relu6(w * a + b) with a = x / w, so relu6(x + 3).
 HARD_SWISH_DW_WEIGHT = 6.0
 HARD_SWISH_DW_BIAS = 3.0
+_HARD_SWISH: contextvars.ContextVar[str] = contextvars.ContextVar("hard_swish", default="builtin")
 
 
-def hard_swish_form() -> str:
-    """The hard-swish form the translator writes: ``depthwise`` (default) or ``builtin`` (see ``_hard_swish``)."""
-    import os
-
-    form = os.environ.get(HARD_SWISH_ENV, "").strip().lower() or HARD_SWISH_DEFAULT
+def check_hard_swish_form(form: str) -> str:
     if form not in HARD_SWISH_FORMS:
-        raise ExportError(f"{HARD_SWISH_ENV}={form!r} is not a hard-swish form",
-                          f"use one of {', '.join(HARD_SWISH_FORMS)}")
+        raise ExportError(f"{form!r} is not a hard-swish form", f"use one of {', '.join(HARD_SWISH_FORMS)}")
     return form
 
 
@@ -462,7 +461,7 @@ def _hard_swish(x: Any, attrs: dict[str, Any]) -> Any:
     runs as a TFLite builtin (on x86 the scalar reference code) and splits the graph into one more XNNPACK
     partition (MobileNetV3-Large: 21 ops, 22 partitions, 44-63 % of the INT8 time on x86).
 
-    ``depthwise`` (the default): ``a = x * (1/6)``, ``r = relu6(6 a + 3)`` as a 1x1 DEPTHWISE_CONV_2D
+    ``depthwise`` (for x86): ``a = x * (1/6)``, ``r = relu6(6 a + 3)`` as a 1x1 DEPTHWISE_CONV_2D
     (uniform weight 6, bias 3, fused RELU6), ``y = a * r``. The converter folds the ``* (1/6)`` into the
     conv or fully connected op that makes ``x`` (the case in MobileNetV3), so this is one depthwise conv
     and one MUL of two activations, both XNNPACK ops in INT8 as in FP32 (a standalone int8 RELU6 is
@@ -476,7 +475,7 @@ def _hard_swish(x: Any, attrs: dict[str, Any]) -> Any:
     weights are uniform, so the layout does not matter).
     """
     tf = _tf()
-    if hard_swish_form() == "builtin":
+    if _HARD_SWISH.get() == "builtin":
         return tf.multiply(x, tf.multiply(tf.nn.relu6(tf.add(x, np.float32(3.0))), np.float32(1.0 / 6.0)))
     shape = x.shape.as_list()
     if len(shape) != 4:
@@ -953,8 +952,10 @@ def supported_ops() -> list[str]:
     return sorted(set(_HANDLERS) | _CONST_ONLY)
 
 
-def onnx_to_tf_function(onnx_model_or_path: Any) -> tuple[Any, tuple[int, int, int, int]]:
+def onnx_to_tf_function(onnx_model_or_path: Any, hard_swish: str = "builtin") -> tuple[Any, tuple[int, int, int, int]]:
     """Build a TF ``ConcreteFunction`` equivalent to the ONNX graph, taking NHWC ``image`` of batch 1.
+
+    ``hard_swish`` is the form HardSwish nodes take (``builtin`` | ``depthwise``, see ``_hard_swish``).
 
     Returns the concrete function (its structured outputs: ``{"logits": ...}`` for a single-output
     graph, else the ONNX output names) and the NHWC input shape ``(1, H, W, C)``. Unsupported ops
@@ -977,8 +978,9 @@ def onnx_to_tf_function(onnx_model_or_path: Any) -> tuple[Any, tuple[int, int, i
 
     fn = tf.function(serving, input_signature=[tf.TensorSpec(list(nhwc), tf.float32, name="image")],
                      autograph=False)
+    token = _HARD_SWISH.set(check_hard_swish_form(hard_swish))  # read by _hard_swish while tracing
     try:
         concrete = fn.get_concrete_function()
-    except ExportError:
-        raise
+    finally:
+        _HARD_SWISH.reset(token)
     return concrete, nhwc
