@@ -17,8 +17,8 @@ from ghostnet_edge.errors import (
     MissingDependencyError,
     ModelError,
 )
-from ghostnet_edge.export.manifest import verify_manifest
 from ghostnet_edge.export.labels import label_indices, resolve_labels
+from ghostnet_edge.export.manifest import verify_manifest
 from ghostnet_edge.export.options import parse_formats, parse_input_size, validate_config
 from ghostnet_edge.export.pipeline import ExportConfig, export_artifacts
 
