@@ -26,6 +26,10 @@ command -v qemu-aarch64 >/dev/null 2>&1 || need_pkgs+=(qemu-user)
 # The C client in examples/ (built and run by the tests on x86-64 and, cross-compiled, on emulated ARM)
 command -v gcc >/dev/null 2>&1 || need_pkgs+=(gcc)
 command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need_pkgs+=(gcc-aarch64-linux-gnu)
+# ...and its C library headers, only a recommendation of the cross compiler (apt here skips those).
+[ -e /usr/aarch64-linux-gnu/include/stdio.h ] || need_pkgs+=(libc6-dev-arm64-cross)
+# tflite-support's metadata library (the test that reads our metadata with it) links libusb-1.0.
+{ ldconfig -p 2>/dev/null || true; } | grep -q 'libusb-1\.0\.so\.0' || need_pkgs+=(libusb-1.0-0)
 for hdr in jpeglib.h:libjpeg62-turbo-dev png.h:libpng-dev zlib.h:zlib1g-dev; do
   [ -e "/usr/include/${hdr%%:*}" ] || need_pkgs+=("${hdr##*:}")
 done
@@ -44,7 +48,7 @@ if [ "${#need_pkgs[@]}" -gt 0 ]; then
     say "cannot install ${need_pkgs[*]} (not root, no sudo): the ssh and qemu targets' tests will skip"
   fi
 else
-  say "system packages present (ssh, sshd, qemu-aarch64, gcc, aarch64 cross gcc, libjpeg/libpng/zlib headers)"
+  say "system packages present (ssh, sshd, qemu-aarch64, gcc, aarch64 cross gcc and libc headers, libusb, libjpeg/libpng/zlib headers)"
 fi
 # The emulated-ARM client links arm64 libjpeg/libpng/zlib, fetched with `apt-get download PKG:arm64`.
 if [ "$(id -u)" = 0 ] && [ "${GHOSTEDGE_SKIP_APT:-0}" != 1 ] && command -v dpkg >/dev/null 2>&1 \

@@ -259,8 +259,9 @@ def pick_runtime(fmt: str, wanted: str) -> str:
                       EXIT_MISSING, "interpreter", "ai-edge-litert")
 
 
-def layout_of(shape) -> str:
-    """NCHW or NHWC of a 4-D image input (3 or 1 channels), else raise: the harness cannot feed it."""
+def layout_of(shape, native: str = "") -> str:
+    """NCHW or NHWC of a 4-D input: where the 3 (or 1) image channels are, else the format's ``native``
+    layout (TFLite: NHWC, ONNX: NCHW) for other channel counts; not 4-D: raise, the harness cannot feed it."""
     if len(shape) == 4:
         if shape[3] in (1, 3) and shape[1] not in (1, 3):
             return "NHWC"
@@ -268,6 +269,8 @@ def layout_of(shape) -> str:
             return "NCHW"
         if shape[3] in (1, 3):
             return "NHWC"
+        if native:
+            return native
     raise RunnerError(f"model input shape {list(shape)} is not a batch of images (N,C,H,W) or (N,H,W,C)",
                       "export the model with one 4-D image input, e.g. `ghostedge export`")
 
@@ -386,7 +389,7 @@ class TFLiteModel(Model):
         self.inp, self.out = ins[0], outs[0]
         self.input_shape = [int(d) for d in self.inp["shape"]]
         self.input_dtype = _np().dtype(self.inp["dtype"]).name
-        self.layout = layout_of(self.input_shape)
+        self.layout = layout_of(self.input_shape, "NHWC")
         if self.input_dtype in ("int8", "uint8"):
             scale, zero = self.inp["quantization"]
             if not scale:
@@ -449,7 +452,7 @@ class OnnxModel(Model):
         if ins[0].type != "tensor(float)":
             raise RunnerError(f"model input type {ins[0].type} cannot be fed",
                               "export with a float32 input (QDQ models keep a float interface)")
-        self.layout = layout_of(self.input_shape)
+        self.layout = layout_of(self.input_shape, "NCHW")
         self.feed = None
 
     def set_input(self, native) -> None:
