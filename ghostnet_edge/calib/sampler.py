@@ -9,7 +9,6 @@ with a seeded generator, so the same folder and seed always give the same images
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,6 @@ from ghostnet_edge.errors import DataError
 # Below this many images the activation ranges are noticeably noisier; warn but go on.
 MIN_RECOMMENDED_CALIB = 32
 
-_WNID = re.compile(r"^(n\d{8})[_.]")
 
 
 @dataclass(frozen=True)
@@ -107,12 +105,11 @@ def _option(what: str) -> str:
 
 
 def label_of(path: Path, root: Path) -> str | None:
-    """Class of one image: its sub-folder name under ``root``, else an ImageNet wnid file-name prefix."""
-    rel = Path(path).relative_to(root) if Path(path).is_relative_to(root) else Path(path.name)
-    if len(rel.parts) > 1:
-        return rel.parts[-2]
-    m = _WNID.match(rel.name)
-    return m.group(1) if m else None
+    """Class of one image: its sub-folder name under ``root``, else an ImageNet wnid file-name prefix
+    (the data stage's rule, ``data.datasets.folders.image_label``)."""
+    from ghostnet_edge.data.datasets.folders import image_label
+
+    return image_label(Path(path), Path(root))
 
 
 def draw(files: Sequence[Path], n: int, seed: int, exclude: Iterable[Path] = ()) -> list[Path]:

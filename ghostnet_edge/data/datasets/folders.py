@@ -21,6 +21,17 @@ from ghostnet_edge.errors import DataError
 CLASS_INDEX_FILE = "imagenet_class_index.json"
 _WNID = re.compile(r"^n\d{8}$")
 _WNID_PREFIX = re.compile(r"^(n\d{8})_")
+
+
+def image_label(path: Path, root: Path) -> str | None:
+    """The class an image's place names: its sub-folder under ``root``, else a ``<wnid>_...`` file-name
+    prefix (the flat ImageNet layout), else None. One rule for data sets and for the export's images."""
+    path = Path(path)
+    rel = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
+    if len(rel.parts) > 1:
+        return rel.parts[-2]
+    m = _WNID_PREFIX.match(rel.name)
+    return m.group(1) if m else None
 _SPLIT_DIRS = {
     "train": ("train", "training"),
     "val": ("val", "validation", "valid", "test"),

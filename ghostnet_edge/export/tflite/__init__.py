@@ -19,7 +19,8 @@ stage already writes and verifies is translated by ``translate.py`` (about 600 l
 GhostNet/MobileNet/ResNet/VGG) into a TensorFlow function laid out NHWC from the input on, and
 ``tf.lite.TFLiteConverter`` turns it into FP32 and full-integer INT8 models with our own calibration
 tensors. Each ONNX op becomes the TF op the converter maps best: a depthwise conv is always
-``tf.nn.depthwise_conv2d`` -> DEPTHWISE_CONV_2D, hard-swish becomes one HARD_SWISH, the SE gate is
+``tf.nn.depthwise_conv2d`` -> DEPTHWISE_CONV_2D, hard-swish becomes one HARD_SWISH for ARM (or, for
+x86, a 1x1 depthwise conv and a MUL that XNNPACK runs in INT8), the SE gate is
 CONV_2D(+RELU6) and MUL in INT8. It needs no network, no external executables and converts GhostNet
 in seconds. onnx2tf stays as the second route: the tests convert the same ONNX with it (onnx2tf 2.x, run
 offline in a cached tool venv on Python >= 3.12, see ``crosscheck``) and check that both FP32 models agree. Artifacts run in ai-edge-litert by default; tflite-runtime is used where it is
