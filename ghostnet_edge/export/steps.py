@@ -153,7 +153,8 @@ def start_tflite(job: ExportJob) -> None:
             np.save(calib_file, job.xc)
     t_int8 = job.staging / TFLITE_INT8 if cfg.int8 else None
     job.worker.submit(job.path(BY_KEY["onnx"]), job.path(BY_KEY["tflite"]), t_int8, calib_file, cfg.io_dtype,
-                      cfg.per_channel, job.labels, {**job.prep_desc, "layout": "NHWC"}, hard_swish_form(cfg))
+                      cfg.per_channel, job.labels, {**job.prep_desc, "layout": "NHWC"}, hard_swish_form(cfg),
+                      cfg.use_cache)
     if job.ranges is not None:
         job.worker.send_ranges(job.ranges.ranges)
 
@@ -263,7 +264,7 @@ def convert_in_process(onnx_fp32: Path, t_fp32: Path | None, t_int8: Path | None
         return convert_onnx_to_tflite(onnx_fp32, t_fp32, t_int8, representative=xc if t_int8 is not None else None,
                                       io_dtype=cfg.io_dtype, per_channel=cfg.per_channel, labels=labels,
                                       preprocessing=prep, ranges=ranges if t_int8 is not None else None,
-                                      hard_swish=hard_swish_form(cfg))
+                                      hard_swish=hard_swish_form(cfg), use_cache=cfg.use_cache)
 
 
 def hard_swish_form(cfg: Any) -> str:

@@ -24,6 +24,7 @@ atomically.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -34,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from ghostnet_edge.errors import ExportError, first_line, require
+from ghostnet_edge.export import conversion_cache as cc
 from ghostnet_edge.export.tflite import metadata as md
 from ghostnet_edge.export.tflite.ranges import quantize_with_ranges
 from ghostnet_edge.utils.atomic import atomic_write_bytes
@@ -116,6 +118,12 @@ def _num_classes(concrete: Any) -> int | None:
     return int(t.shape[-1])
 
 
+def _onnx_num_classes(proto: Any) -> int | None:
+    """The class count from the ONNX graph's first output, (N, classes), as the translated function has."""
+    dims = proto.graph.output[0].type.tensor_type.shape.dim
+    return int(dims[-1].dim_value) if len(dims) == 2 and dims[-1].dim_value > 0 else None
+
+
 def _convert(tf: Any, concrete: Any, rep_nhwc: np.ndarray | None, io_dtype: str, per_channel: bool,
              int16_activations: bool = False) -> bytes:
     module = tf.Module()
@@ -182,6 +190,7 @@ def convert_onnx_to_tflite(
     int16_activations: bool = False,
     ranges: Mapping[str, tuple[float, float]] | Callable[[], Mapping[str, tuple[float, float]]] | None = None,
     hard_swish: str = "builtin",
+    use_cache: bool = False,
 ) -> TfliteResult:
     """Convert an ONNX CNN to FP32 and/or full-integer INT8 ``.tflite`` files with embedded metadata.
 
@@ -196,7 +205,8 @@ def convert_onnx_to_tflite(
     (``ranges_source`` says which ran). ``labels`` and ``preprocessing`` are embedded as
     standard TFLite Metadata and as JSON entries (see :mod:`.metadata`). ``hard_swish`` is the form of
     HardSwish (``builtin`` for ARM, ``depthwise`` for x86; see ``translate._hard_swish``). The same inputs
-    always give byte-identical files.
+    always give byte-identical files; with ``use_cache`` a repeated conversion of the same inputs reuses
+    them (:mod:`ghostnet_edge.export.conversion_cache`).
     """
     if out_fp32 is None and out_int8 is None:
         raise ExportError("nothing to convert: neither an FP32 nor an INT8 output path was given",
@@ -219,12 +229,31 @@ def convert_onnx_to_tflite(
     rep_nhwc = _check_representative(representative, nchw) if out_int8 is not None else None
     tf = require("tensorflow", "tensorflow", "the TFLite export")
 
-    t0 = time.perf_counter()
-    concrete, nhwc = onnx_to_tf_function(proto, hard_swish=hard_swish)
-    translate_s = time.perf_counter() - t0
-    labels = _check_labels(labels, _num_classes(concrete))
+    onnx_bytes = onnx_path.read_bytes()
+    onnx_sha = hashlib.sha256(onnx_bytes).hexdigest()
+    # A repeated export with the same inputs reuses the converted models (export/conversion_cache.py);
+    # the ONNX graph is translated only when something is converted.
+    code = cc.source_digest("ghostnet_edge.export.tflite.translate", "ghostnet_edge.export.tflite.convert",
+                            "ghostnet_edge.export.tflite.ranges")
+    fp32_key = cc.key_of("tflite-fp32", onnx_bytes, hard_swish, tf.__version__, code)
+    translated: list[Any] = []
+    translate_s = 0.0
 
-    onnx_sha = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    def concrete_fn() -> Any:
+        nonlocal translate_s
+        if not translated:
+            t0 = time.perf_counter()
+            translated.append(onnx_to_tf_function(proto, hard_swish=hard_swish)[0])
+            translate_s = time.perf_counter() - t0
+        return translated[0]
+
+    n, c, h, w = nchw
+    nhwc = (n, h, w, c)
+    float_model = cc.load(fp32_key, use_cache) if out_fp32 is not None or ranges is not None else None
+    if float_model is None:
+        concrete_fn()
+    labels = _check_labels(labels, _num_classes(translated[0]) if translated else _onnx_num_classes(proto))
+
     name = _model_name(proto, onnx_path)
     prep = None if preprocessing is None else {**preprocessing, "layout": "NHWC", "input_shape": list(nhwc)}
     from ghostnet_edge.utils.versions import package_versions
@@ -237,11 +266,11 @@ def convert_onnx_to_tflite(
     fp32_bytes = int8_bytes = None
     in_q = out_q = None
     ranges_source = None
-    float_model = None
     shared = ranges is not None and not int16_activations
-    if out_fp32 is not None or (out_int8 is not None and shared):
+    if float_model is None and (out_fp32 is not None or (out_int8 is not None and shared)):
         t0 = time.perf_counter()
-        float_model = _convert(tf, concrete, None, "float32", per_channel)
+        float_model = _convert(tf, concrete_fn(), None, "float32", per_channel)
+        cc.store(fp32_key, float_model, use_cache)
         fp32_s = time.perf_counter() - t0
     if out_fp32 is not None:
         t0 = time.perf_counter()
@@ -252,8 +281,9 @@ def convert_onnx_to_tflite(
         fp32_bytes = len(model)
     if out_int8 is not None:
         t0 = time.perf_counter()
-        model, ranges_source = _convert_int8(tf, concrete, proto, rep_nhwc, io_dtype, per_channel,
-                                             int16_activations, ranges if shared else None, float_model)
+        model, ranges_source = _convert_int8(tf, concrete_fn, proto, rep_nhwc, io_dtype, per_channel,
+                                             int16_activations, ranges if shared else None, float_model,
+                                             use_cache, code)
         rep_sha = hashlib.sha256(rep_nhwc.tobytes()).hexdigest()
         info = {**base_info, "precision": "int16x8" if int16_activations else "int8", "io_dtype": io_dtype,
                 "per_channel": per_channel,
@@ -273,13 +303,20 @@ def convert_onnx_to_tflite(
     )
 
 
-def _convert_int8(tf: Any, concrete: Any, proto: Any, rep_nhwc: np.ndarray, io_dtype: str, per_channel: bool,
-                  int16_activations: bool, ranges: Any, float_model: bytes | None) -> tuple[bytes, str]:
+def _convert_int8(tf: Any, concrete_fn: Callable[[], Any], proto: Any, rep_nhwc: np.ndarray, io_dtype: str,
+                  per_channel: bool, int16_activations: bool, ranges: Any, float_model: bytes | None,
+                  use_cache: bool = False, code: str = "") -> tuple[bytes, str]:
     """The INT8 (or 16x8) flatbuffer: from ``float_model`` and ``ranges`` when they cover every tensor,
     else through the converter and TensorFlow's own calibrator."""
     if ranges is not None and float_model is not None:
         if callable(ranges):
             ranges = ranges()
+        shared_route = "shared calibration ranges (one onnxruntime pass over the FP32 ONNX model)"
+        key = cc.key_of("tflite-int8", float_model, json.dumps(sorted((k, list(v)) for k, v in ranges.items())),
+                        io_dtype, str(per_channel), tf.__version__, code)
+        model = cc.load(key, use_cache)
+        if model is not None:
+            return model, shared_route
         try:
             with _quiet_native_stderr():
                 model, plan = quantize_with_ranges(float_model, proto, ranges, io_dtype, per_channel)
@@ -287,13 +324,14 @@ def _convert_int8(tf: Any, concrete: Any, proto: Any, rep_nhwc: np.ndarray, io_d
             raise ExportError(f"the TFLite quantizer failed (INT8): {first_line(exc)}",
                               "run with --verbose for the converter's log, or export FP32 only") from exc
         if model is not None:
-            return model, "shared calibration ranges (one onnxruntime pass over the FP32 ONNX model)"
+            cc.store(key, model, use_cache)
+            return model, shared_route
         why = (f"TensorFlow's calibrator: {len(plan.unplaced)} tensor(s) had no shared range "
                f"({', '.join(plan.unplaced[:2])})")
     else:
         why = ("TensorFlow's calibrator (16x8 models are calibrated by it)" if int16_activations
                else "TensorFlow's calibrator")
-    return _convert(tf, concrete, rep_nhwc, io_dtype, per_channel, int16_activations), why
+    return _convert(tf, concrete_fn(), rep_nhwc, io_dtype, per_channel, int16_activations), why
 
 
 def _quiet_native_stderr():

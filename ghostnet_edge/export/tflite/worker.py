@@ -97,7 +97,7 @@ def _convert(job: dict[str, Any]) -> dict[str, Any]:
         representative=np.load(job["calib"], allow_pickle=False) if int8 is not None else None,
         io_dtype=job["io_dtype"], per_channel=job["per_channel"], labels=job["labels"],
         preprocessing=job["preprocessing"], ranges=_ranges_from_parent if int8 is not None else None,
-        hard_swish=job.get("hard_swish", "builtin"))
+        hard_swish=job.get("hard_swish", "builtin"), use_cache=bool(job.get("use_cache", False)))
     return res.to_dict()
 
 
@@ -165,14 +165,14 @@ class TfliteWorker:
 
     def submit(self, onnx: Path, fp32: Path | None, int8: Path | None, calib_file: Path | None,
                io_dtype: str, per_channel: bool, labels: list[str], preprocessing: dict[str, Any],
-               hard_swish: str = "builtin") -> None:
+               hard_swish: str = "builtin", use_cache: bool = False) -> None:
         """``calib_file``: an .npy of the NCHW calibration tensors (read by the child for INT8)."""
         self.job_dir = Path(tempfile.mkdtemp(prefix="job-", dir=self.home))
         self._wants_ranges = int8 is not None
         self._send({"dir": str(self.job_dir), "onnx": str(onnx), "fp32": str(fp32) if fp32 else None,
                     "int8": str(int8) if int8 else None, "calib": str(calib_file) if calib_file else None,
                     "io_dtype": io_dtype, "per_channel": per_channel, "labels": labels,
-                    "preprocessing": preprocessing, "hard_swish": hard_swish})
+                    "preprocessing": preprocessing, "hard_swish": hard_swish, "use_cache": use_cache})
 
     def send_ranges(self, ranges: dict[str, tuple[float, float]] | None, error: str | None = None) -> None:
         if not self._wants_ranges or self.job_dir is None:
