@@ -376,7 +376,7 @@ def test_bad_conversion_requests_raise_and_write_nothing(tiny: dict, tmp_path: P
     assert list(tmp_path.iterdir()) == []
 
 
-def test_run_tflite_rejects_wrong_input_and_files(tiny: dict, tmp_path: Path) -> None:
+def test_runner_rejects_wrong_input_and_missing_files(tiny: dict, tmp_path: Path) -> None:
     with pytest.raises(GhostEdgeError, match="takes"):
         run_artifact(tiny["res"].int8_path, tiny["x"][:, :, :16])
     with pytest.raises(GhostEdgeError, match="does not exist"):
