@@ -36,6 +36,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from side_by_side import add_options, host_rounds, qemu_instructions  # noqa: E402 (this folder)
 
 FORMS = ("builtin", "depthwise")  # before, after
 PRECISIONS = ("fp32", "int8")
@@ -99,21 +100,11 @@ def delegation(path: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="mobilenetv3_large_100")
-    p.add_argument("--calib", type=Path, default=ROOT.parent / "shared" / "data" / "imagenet-samples",
-                   help="folder of real photos for INT8 calibration (default: ../shared/data/imagenet-samples)")
-    p.add_argument("--work", type=Path, default=Path.home() / ".cache" / "ghostedge" / "bench-hard-swish")
-    p.add_argument("--num-calib", type=int, default=64)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--min-runs", type=int, default=50)
-    p.add_argument("--min-seconds", type=float, default=2.0)
-    p.add_argument("--qemu-cpu", default="cortex-a76")
-    p.add_argument("--skip-qemu", action="store_true")
-    p.add_argument("--json", type=Path)
+    add_options(p, "bench-hard-swish")
     args = p.parse_args(argv)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from ghostnet_edge.export.tflite.inspect import op_counts
-    from ghostnet_edge.runtime.bench import BenchConfig, bench
     from ghostnet_edge.utils.versions import machine_description
 
     def log(msg: str) -> None:
@@ -150,16 +141,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{counts.get('MUL', 0):>5}{part:>20}{nodes:>15}{share:>14}  {routes[form].split(' (')[0]}")
 
     # 2. host latency, interleaved -------------------------------------------------------------------
-    cfg = BenchConfig(threads=1, warmup=10, min_runs=args.min_runs, min_seconds=args.min_seconds, remeasure=1)
-    rounds: dict[tuple[str, str], list[float]] = {k: [] for k in keys}
-    runtime = ""
-    for rnd in range(args.rounds):
-        log(f"host round {rnd + 1}/{args.rounds} ...")
-        for key, res in zip(keys, bench([arts[k] for k in keys], "host", cfg), strict=True):
-            if res.latency_ms is None:
-                raise SystemExit(f"{arts[key]}: {res.status}: {res.error}")
-            rounds[key].append(res.latency_ms["p50"])
-            runtime = f"{res.runtime} {res.runtime_version}, delegate {res.delegate}, {res.threads} thread"
+    host = host_rounds(arts, keys, args, log)
+    rounds, runtime = host.p50, host.runtime
     best = {k: min(v) for k, v in rounds.items()}
     med = {k: statistics.median(v) for k, v in rounds.items()}
     load = os.getloadavg()
@@ -185,21 +168,9 @@ def main(argv: list[str] | None = None) -> int:
                       "int8_speedup": {f: best[(f, "fp32")] / best[(f, "int8")] for f in FORMS}}
 
     # 3. emulated Cortex-A76 -------------------------------------------------------------------------
-    print(f"\n== emulated {args.qemu_cpu} (qemu-aarch64): guest instructions per inference")
     report["qemu"] = None
-    try:
-        from ghostnet_edge.runtime.targets import qemu
-    except ImportError:
-        qemu = None
-    if args.skip_qemu:
-        print("  skipped (--skip-qemu)")
-    elif qemu is None or not qemu.available():
-        print("  the aarch64 sysroot is missing (build it with: bash scripts/build_sysroot.sh); not measured")
-    else:
-        counts = {}
-        for k in keys:
-            log(f"counting {k[0]} {k[1]} on {args.qemu_cpu} ...")
-            counts[k] = qemu.count_instructions(arts[k], cpu=args.qemu_cpu)["per_inference"]
+    counts = qemu_instructions(arts, keys, args, log)
+    if counts is not None:
         for k in keys:
             print(f"  {k[0]:<11}{k[1]:<6}{counts[k] / 1e6:>12.1f} M")
         for form in FORMS:

@@ -32,6 +32,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from side_by_side import add_options, host_rounds, qemu_instructions  # noqa: E402 (this folder)
 
 MODELS = ("ghostnet_100", "mobilenetv3_large_100")
 PRECISIONS = ("fp32", "int8")
@@ -170,20 +171,10 @@ def harness_overhead(model_path: Path, runs: int, repeats: int) -> dict[str, flo
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--calib", type=Path, default=ROOT.parent / "shared" / "data" / "imagenet-samples",
-                   help="folder of real photos for INT8 calibration (default: ../shared/data/imagenet-samples)")
-    p.add_argument("--work", type=Path, default=Path.home() / ".cache" / "ghostedge" / "bench-latency")
-    p.add_argument("--num-calib", type=int, default=64)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--min-runs", type=int, default=50)
-    p.add_argument("--min-seconds", type=float, default=2.0)
-    p.add_argument("--qemu-cpu", default="cortex-a76")
-    p.add_argument("--skip-qemu", action="store_true")
-    p.add_argument("--json", type=Path)
+    add_options(p, "bench-latency")
     args = p.parse_args(argv)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from ghostnet_edge.runtime.bench import BenchConfig, bench
     from ghostnet_edge.runtime.tiny_models import build_tiny_models
     from ghostnet_edge.utils.versions import machine_description, package_versions
 
@@ -197,21 +188,9 @@ def main(argv: list[str] | None = None) -> int:
                               "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])])}
 
     # 1. host, interleaved rounds ------------------------------------------------------------------
-    cfg = BenchConfig(threads=1, warmup=10, min_runs=args.min_runs, min_seconds=args.min_seconds, remeasure=1)
     keys = [(m, pr) for m in MODELS for pr in PRECISIONS]
-    rounds: dict[tuple[str, str], list[float]] = {k: [] for k in keys}
-    cvs: dict[tuple[str, str], list[float]] = {k: [] for k in keys}
-    fastest: dict[tuple[str, str], float] = {k: float("inf") for k in keys}
-    runtime = ""
-    for rnd in range(args.rounds):
-        log(f"host round {rnd + 1}/{args.rounds} ...")
-        for key, res in zip(keys, bench([arts[k] for k in keys], "host", cfg), strict=True):
-            if res.latency_ms is None:
-                raise SystemExit(f"{arts[key]}: {res.status}: {res.error}")
-            rounds[key].append(res.latency_ms["p50"])
-            cvs[key].append(res.latency_ms["cv"])
-            fastest[key] = min(fastest[key], res.latency_ms["min"])
-            runtime = f"{res.runtime} {res.runtime_version}, delegate {res.delegate}, {res.threads} thread"
+    host = host_rounds(arts, keys, args, log)
+    rounds, cvs, fastest, runtime = host.p50, host.cv, host.fastest, host.runtime
     med = {k: statistics.median(v) for k, v in rounds.items()}
     p50 = {k: min(v) for k, v in rounds.items()}
     load = os.getloadavg()
@@ -252,21 +231,9 @@ def main(argv: list[str] | None = None) -> int:
                       "int8_speedup": speed, "ghostnet_over_mnv3": vs}
 
     # 2. emulated Cortex-A76 ----------------------------------------------------------------------------
-    print(f"\n== emulated {args.qemu_cpu} (qemu-aarch64): guest instructions per inference")
     report["qemu"] = None
-    try:
-        from ghostnet_edge.runtime.targets import qemu
-    except ImportError:
-        qemu = None
-    if args.skip_qemu:
-        print("  skipped (--skip-qemu)")
-    elif qemu is None or not qemu.available():
-        print("  the aarch64 sysroot is missing (build it with: bash scripts/build_sysroot.sh); not measured")
-    else:
-        counts = {}
-        for key in keys:
-            log(f"counting {key[0]} {key[1]} on {args.qemu_cpu} ...")
-            counts[key] = qemu.count_instructions(arts[key], cpu=args.qemu_cpu)["per_inference"]
+    counts = qemu_instructions(arts, keys, args, log)
+    if counts is not None:
         for key in keys:
             print(f"  {key[0]:<24}{key[1]:<6}{counts[key] / 1e6:>12.1f} M")
         for pr in PRECISIONS:
