@@ -36,7 +36,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from side_by_side import add_options, host_rounds, qemu_instructions  # noqa: E402 (this folder)
+from side_by_side import add_options, host_rounds, log, parse, qemu_instructions, write_report  # noqa: E402 (this folder)
 
 FORMS = ("builtin", "depthwise")  # before, after
 PRECISIONS = ("fp32", "int8")
@@ -101,17 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="mobilenetv3_large_100")
     add_options(p, "bench-hard-swish")
-    args = p.parse_args(argv)
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = parse(p, argv)
     from ghostnet_edge.export.tflite.inspect import op_counts
     from ghostnet_edge.utils.versions import machine_description
-
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
-    if not args.calib.is_dir():
-        raise SystemExit(f"calibration folder {args.calib} not found: pass --calib DIR (any folder of photos)")
     arts: dict[tuple[str, str], Path] = {}
     routes: dict[str, str] = {}
     for form in FORMS:
@@ -180,11 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{counts[('depthwise', pr)] / counts[('builtin', pr)]:.3f}x")
         report["qemu"] = {"cpu": args.qemu_cpu, "instructions": {f"{f}/{pr}": counts[(f, pr)] for f, pr in keys}}
 
-    if args.json:
-        from ghostnet_edge.utils.atomic import atomic_write_json
-
-        atomic_write_json(args.json, report)
-        log(f"wrote {args.json}")
+    write_report(args.json, report)
     return 0
 
 

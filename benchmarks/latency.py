@@ -32,7 +32,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from side_by_side import add_options, host_rounds, qemu_instructions  # noqa: E402 (this folder)
+from side_by_side import add_options, host_rounds, log, parse, qemu_instructions, write_report  # noqa: E402 (this folder)
 
 MODELS = ("ghostnet_100", "mobilenetv3_large_100")
 PRECISIONS = ("fp32", "int8")
@@ -172,17 +172,9 @@ def harness_overhead(model_path: Path, runs: int, repeats: int) -> dict[str, flo
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_options(p, "bench-latency")
-    args = p.parse_args(argv)
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = parse(p, argv)
     from ghostnet_edge.runtime.tiny_models import build_tiny_models
     from ghostnet_edge.utils.versions import machine_description, package_versions
-
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
-    if not args.calib.is_dir():
-        raise SystemExit(f"calibration folder {args.calib} not found: pass --calib DIR (any folder of photos)")
     arts = export_models(args.work, args.calib, args.num_calib, log)
     report: dict[str, Any] = {"machine": machine_description(), "versions": package_versions(),
                               "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])])}
@@ -268,11 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {m:<24}{pr:<6}{achieved / 1e9:8.2f} GMAC/s = {100 * achieved / peak['peak_macs_per_core']:5.1f} %"
               " of one core's FP32 peak")
     report["peak"] = peak
-    if args.json:
-        from ghostnet_edge.utils.atomic import atomic_write_json
-
-        atomic_write_json(args.json, report)
-        log(f"wrote {args.json}")
+    write_report(args.json, report)
     return 0
 
 

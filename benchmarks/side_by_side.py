@@ -31,6 +31,24 @@ def add_options(p: argparse.ArgumentParser, work: str) -> None:
     p.add_argument("--json", type=Path)
 
 
+def log(msg: str) -> None:
+    """Progress, on stderr (the tables go to stdout)."""
+    import sys
+
+    print(msg, file=sys.stderr, flush=True)
+
+
+def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """The options, with the calibration folder checked and TensorFlow's start-up logging quieted."""
+    import os
+
+    args = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not args.calib.is_dir():
+        raise SystemExit(f"calibration folder {args.calib} not found: pass --calib DIR (any folder of photos)")
+    return args
+
+
 @dataclass
 class HostRounds:
     p50: dict[Any, list[float]]      # per artifact key: the p50 (ms) of each round
@@ -77,3 +95,12 @@ def qemu_instructions(arts: dict[Any, Path], keys: Sequence[Any], args: argparse
         log(f"counting {' '.join(key)} on {args.qemu_cpu} ...")
         counts[key] = qemu.count_instructions(arts[key], cpu=args.qemu_cpu)["per_inference"]
     return counts
+
+
+def write_report(path: Path | None, report: dict[str, Any]) -> None:
+    """The whole report as JSON (``--json``), written atomically."""
+    if path is not None:
+        from ghostnet_edge.utils.atomic import atomic_write_json
+
+        atomic_write_json(path, report)
+        log(f"wrote {path}")
