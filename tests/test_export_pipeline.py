@@ -392,3 +392,20 @@ def test_fp32_limit_rises_to_pytorchs_own_float32_error_only_when_it_is_larger()
     err = torch_float_error(net, x, ref32)
     assert 0 < err < 1e-5 * np.abs(ref32).max()          # float32's rounding, relative to the logits
     assert next(net.parameters()).dtype == torch.float32   # the float64 copy leaves the model alone
+
+
+def test_the_artifact_table_drives_the_pipeline() -> None:
+    """Every row names a converter the pipeline has and a runtime the runner knows; the plan follows
+    --formats and --int8 in the table's order."""
+    from ghostnet_edge.export import steps
+    from ghostnet_edge.export.artifacts import ARTIFACTS
+    from ghostnet_edge.export.job import planned_artifacts
+    from ghostnet_edge.runtime.backends import BACKENDS
+
+    assert {a.convert for a in ARTIFACTS} <= set(steps.CONVERTERS)
+    assert {a.runtime for a in ARTIFACTS} <= set(BACKENDS)
+    assert [a.stage for a in ARTIFACTS] == ["onnx", "onnx_int8", "tflite", "tflite_int8"]
+    keys = lambda **kw: [a.key for a in planned_artifacts(ExportConfig(**kw))]  # noqa: E731
+    assert keys() == ["onnx", "onnx-int8", "tflite", "tflite-int8"]
+    assert keys(formats=("tflite",)) == ["tflite", "tflite-int8"]
+    assert keys(formats=("onnx",), int8=False) == ["onnx"]
