@@ -64,10 +64,11 @@ class ExportConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: paths as strings, images handed over in memory by what they are."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return {k: _describe(v) for k, v in d.items()}
+        return {k: describe_value(v) for k, v in d.items()}
 
 
-def _describe(v: Any) -> Any:
+def describe_value(v: Any) -> Any:
+    """``v`` as JSON and messages show it: paths as strings, images in memory by what they are."""
     if v is None or isinstance(v, bool | int | float | str):
         return v
     if isinstance(v, Path):

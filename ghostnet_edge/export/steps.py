@@ -56,7 +56,10 @@ def prepare_images(job: ExportJob) -> None:
             val_set = image_source(cfg.val_data, "validation")
             yval = label_indices(val_set.labels, job.labels, job.wnids)
             if yval is None:
-                raise DataError(f"the images in {cfg.val_data} are not all labelled with the model's classes",
+                from ghostnet_edge.export.config import describe_value
+
+                raise DataError(f"the images in {describe_value(cfg.val_data)} are not all labelled with the "
+                                "model's classes",
                                 "use one sub-folder per class, named like the checkpoint's class names "
                                 f"(first ones: {', '.join(job.labels[:5])})")
             job.val = (load_tensors(val_set, job.preprocess, cfg.use_cache).array, yval)
