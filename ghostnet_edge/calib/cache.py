@@ -20,6 +20,7 @@ import numpy as np
 
 from ghostnet_edge.errors import BadImageError, DataError, GhostEdgeError
 from ghostnet_edge.utils.atomic import atomic_path
+from ghostnet_edge.utils.paths import cache_home
 
 # Oldest entries beyond this many are removed: at 224x224 one entry of 256 images is ~150 MB.
 MAX_ENTRIES = 8
@@ -46,8 +47,7 @@ class TensorBatch:
 
 def cache_root() -> Path:
     """``$GHOSTEDGE_CACHE/calib`` when set, else ``~/.cache/ghostedge/calib``."""
-    base = os.environ.get("GHOSTEDGE_CACHE")
-    return (Path(base) if base else Path.home() / ".cache" / "ghostedge") / "calib"
+    return cache_home() / "calib"
 
 
 def cache_key(files: Sequence[Path], description: dict) -> str:

@@ -31,6 +31,7 @@ import numpy as np
 
 from ghostnet_edge.errors import ExportError, GhostEdgeError, require
 from ghostnet_edge.utils.atomic import atomic_write_json
+from ghostnet_edge.utils.paths import cache_home
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 _ORT_METHOD = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
@@ -74,8 +75,7 @@ def check_method(method: str) -> str:
 
 def ranges_cache_dir() -> Path:
     """``$GHOSTEDGE_CACHE/ranges`` when set, else ``~/.cache/ghostedge/ranges``."""
-    base = os.environ.get("GHOSTEDGE_CACHE")
-    return (Path(base) if base else Path.home() / ".cache" / "ghostedge") / "ranges"
+    return cache_home() / "ranges"
 
 
 def ranges_key(model_bytes: bytes, calib: np.ndarray, method: str, runtime_version: str) -> str:

@@ -18,12 +18,13 @@ import hashlib
 import os
 from pathlib import Path
 
+from ghostnet_edge.utils.paths import cache_home
+
 MAX_ENTRIES = 24
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("GHOSTEDGE_CACHE")
-    return (Path(base) if base else Path.home() / ".cache" / "ghostedge") / "conversions"
+    return cache_home() / "conversions"
 
 
 def source_digest(*modules: str) -> str:

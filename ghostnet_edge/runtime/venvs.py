@@ -42,6 +42,7 @@ from typing import Any
 
 from ghostnet_edge.errors import GhostEdgeError
 from ghostnet_edge.utils.atomic import file_lock
+from ghostnet_edge.utils.paths import cache_home
 
 # Bump when the layout or the build steps change: every venv is then rebuilt.
 LAYOUT_VERSION = 1
@@ -122,7 +123,7 @@ def normalize(dist: str) -> str:
 
 def cache_root() -> Path:
     """``$GHOSTEDGE_CACHE`` or ``~/.cache/ghostedge`` (read at call time, so tests can redirect it)."""
-    return Path(os.environ.get("GHOSTEDGE_CACHE") or Path.home() / ".cache" / "ghostedge")
+    return cache_home()
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -24,6 +24,7 @@ from ghostnet_edge.data.images import load_rgb
 from ghostnet_edge.data.transforms import SMALL_INPUT_MAX, Preprocess
 from ghostnet_edge.errors import BadImageError, DataError
 from ghostnet_edge.utils.atomic import atomic_path, atomic_write_json, file_lock
+from ghostnet_edge.utils.paths import cache_home
 
 # Part of the decoded-array cache's file names: bump it when their content or JSON changes.
 _ARRAY_CACHE_VERSION = "v1"
@@ -31,7 +32,7 @@ _ARRAY_CACHE_VERSION = "v1"
 
 def default_cache_dir() -> Path:
     """``$GHOSTEDGE_CACHE`` or ``~/.cache/ghostedge``."""
-    return Path(os.environ.get("GHOSTEDGE_CACHE") or Path.home() / ".cache" / "ghostedge")
+    return cache_home()
 
 
 def _is_tar(path: Path) -> bool:

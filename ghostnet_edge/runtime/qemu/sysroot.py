@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ghostnet_edge.errors import TargetError
+from ghostnet_edge.utils.paths import cache_home
 
 # Bump when the build changes in a way the lists below do not show (layout, compile mode, files).
 RECIPE_VERSION = 1
@@ -134,7 +134,7 @@ class SysrootStatus:
 
 def cache_root() -> Path:
     """``$GHOSTEDGE_CACHE`` or ``~/.cache/ghostedge`` (read at call time, so tests can redirect it)."""
-    return Path(os.environ.get("GHOSTEDGE_CACHE") or Path.home() / ".cache" / "ghostedge")
+    return cache_home()
 
 
 def sysroot_dir() -> Path:
