@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ghostnet_edge.utils.paths import cache_home
+
 pytest.importorskip("tensorflow")
 pytest.importorskip("ai_edge_litert")
 
@@ -41,10 +43,6 @@ CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
 TFLITE_SUPPORT = "tflite-support==0.4.4"
 ARM64_DEBS = ("libjpeg62-turbo", "libjpeg62-turbo-dev", "libpng16-16", "libpng-dev", "zlib1g", "zlib1g-dev")
 QEMU_CPU = "cortex-a76"
-
-
-def _cache_root() -> Path:
-    return Path(os.environ.get("GHOSTEDGE_CACHE") or Path.home() / ".cache" / "ghostedge")
 
 
 def _litert_dir() -> Path:
@@ -232,7 +230,7 @@ def arm64_dev_root() -> Path:
     so a killed run never leaves a half-unpacked cache. Skips (saying how to fix it) when apt cannot.
     """
     key = hashlib.sha256(" ".join(ARM64_DEBS).encode()).hexdigest()[:12]
-    root = _cache_root() / "cross-arm64" / f"codecs-{key}"
+    root = cache_home() / "cross-arm64" / f"codecs-{key}"
     if (root / "usr" / "include" / "jpeglib.h").is_file():
         return root
     if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
