@@ -167,16 +167,21 @@ def tflite_stats(model_t: Any, op_names: list[str], scopes: Mapping[str, str | N
     return plan
 
 
-def _uniform(model_t: Any, idx: int) -> float | None:
-    """The value of a constant float32 tensor whose elements are all equal, else None."""
+def _constant(model_t: Any, idx: int) -> Any:
+    """The values of a constant float32 tensor (a flat NumPy array), else None."""
     import numpy as np
 
     t = model_t.subgraphs[0].tensors[idx]
     data = model_t.buffers[t.buffer].data if 0 <= t.buffer < len(model_t.buffers) else None
     if t.type != _FLOAT32 or data is None or len(data) < 4 or len(data) % 4:
         return None
-    v = np.frombuffer(np.asarray(data, dtype=np.uint8).tobytes(), dtype=np.float32)
-    return float(v[0]) if np.all(v == v[0]) else None
+    return np.frombuffer(np.asarray(data, dtype=np.uint8).tobytes(), dtype=np.float32)
+
+
+def _uniform(model_t: Any, idx: int) -> float | None:
+    """The value of a constant float32 tensor whose elements are all equal, else None."""
+    v = _constant(model_t, idx)
+    return float(v[0]) if v is not None and bool((v == v[0]).all()) else None
 
 
 def hard_swish_stats(model_t: Any, op_names: list[str], scope_of: Any, hard_swish: Mapping[str, str],
@@ -223,13 +228,8 @@ def hard_swish_stats(model_t: Any, op_names: list[str], scope_of: Any, hard_swis
 
 def _scalar(model_t: Any, idx: int) -> float | None:
     """The value of a constant float32 scalar tensor, else None."""
-    import numpy as np
-
-    t = model_t.subgraphs[0].tensors[idx]
-    data = model_t.buffers[t.buffer].data if 0 <= t.buffer < len(model_t.buffers) else None
-    if t.type != _FLOAT32 or data is None or len(data) != 4:
-        return None
-    return float(np.frombuffer(np.asarray(data, dtype=np.uint8).tobytes(), dtype=np.float32)[0])
+    v = _constant(model_t, idx)
+    return float(v[0]) if v is not None and v.size == 1 else None
 
 
 def _place_inner(model_t: Any, op_names: list[str], pending: dict[int, str], plan: StatsPlan) -> None:
