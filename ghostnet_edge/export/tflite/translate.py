@@ -464,13 +464,13 @@ def _hard_swish(x: Any, attrs: dict[str, Any]) -> Any:
     ``depthwise`` (for x86): ``a = x * (1/6)``, ``r = relu6(6 a + 3)`` as a 1x1 DEPTHWISE_CONV_2D
     (uniform weight 6, bias 3, fused RELU6), ``y = a * r``. The converter folds the ``* (1/6)`` into the
     conv or fully connected op that makes ``x`` (the case in MobileNetV3), so this is one depthwise conv
-    and one MUL of two activations, both XNNPACK ops in INT8 as in FP32 (a standalone int8 RELU6 is
-    not taken, and in the ``relu6(x + 3) * (x / 6)`` form 19 of MobileNetV3's 21 int8 ADDs ran as
-    builtins). ``ranges.hard_swish_stats`` gives ``a`` and ``r`` exact ranges, which follow from
-    ``x``'s. Cost (benchmarks/hard_swish.py, MobileNetV3-Large 224, LiteRT 2.3.0, 1 thread): INT8 on an
-    AVX2 x86 host 1.6x faster (13.5 -> 8.5 ms), FP32 there 7 % slower (two passes instead of one); on
-    emulated Cortex-A76, where the builtin int8 HARD_SWISH is NEON code, 13 % more INT8 instructions and
-    4 % more FP32 ones, so ``builtin`` remains the better form for ARM-only deployments. Any tensor
+    and one MUL of two activations, both XNNPACK ops in INT8 as in FP32 (LiteRT's profiler counts no
+    builtin node left). ``ranges.hard_swish_stats`` gives ``a`` and ``r`` exact ranges, which follow
+    from ``x``'s. Cost (``benchmarks/hard_swish.py --rounds 5``, MobileNetV3-Large 224, LiteRT 2.3.0, 1
+    thread, AMD EPYC without VNNI; docs/results/hard_swish_amd.md): INT8 on the host 1.63x faster
+    (13.59 -> 8.35 ms), FP32 5 % slower (two passes instead of one); on emulated Cortex-A76, where the
+    builtin int8 HARD_SWISH is NEON code, 13 % more INT8 instructions and 4 % more FP32 ones, so
+    ``builtin`` remains the form for ARM. Any tensor
     rank: the depthwise conv needs 4-D, so another rank is reshaped to ``[1, 1, -1, C]`` and back (the
     weights are uniform, so the layout does not matter).
     """
