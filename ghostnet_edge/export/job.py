@@ -124,6 +124,17 @@ class ExportJob:
     def parallel(self) -> bool:
         return self.worker is not None
 
+    @property
+    def converting(self) -> bool:
+        """The converter process has this export's job and has not answered yet."""
+        return self.region is not None and self.tflite_result is None
+
+    @property
+    def own_threads(self) -> int:
+        """Threads this process may use now: while the converter process works beside it, all but the
+        one core it takes (a thread pool sharing that core waits on it at every step), else all."""
+        return max(1, self.threads - 1) if self.converting else self.threads
+
     def path(self, art: Artifact) -> Path:
         """Where ``art`` is written: the staging folder, or the scratch space for the FP32 ONNX model
         that only feeds the TFLite converter."""

@@ -10,7 +10,7 @@ Order of work, and why:
    starts from it), then one calibration pass over it whose ranges both INT8 models use, then each
    INT8 and TFLite artifact; each is checked against PyTorch on the held-out images the moment it is
    made. With 2+ threads the TFLite converter runs in a process of its own (``export/tflite/worker.py``)
-   beside the ONNX quantization and checks (see ``steps.start_tflite`` for why after the calibration).
+   beside the calibration, the ONNX quantization and the checks (see ``steps.start_tflite``).
 4. labels.txt, quant_report.json/.md and finally manifest.json (hashes of all the others).
 
 Everything is written into a staging folder next to ``--out`` and swapped in only when every artifact
@@ -102,8 +102,8 @@ def _run(job: ExportJob) -> ExportReport:
     source = BY_KEY["onnx"]
     steps.CONVERTERS[source.convert](job, source)
     steps.check_artifact(job, source)
-    steps.calibrate(job)
     steps.start_tflite(job)
+    steps.calibrate(job)
     for art in planned_artifacts(job.cfg):
         if art is not source:
             steps.CONVERTERS[art.convert](job, art)

@@ -136,13 +136,12 @@ def export_onnx(job: ExportJob, art: Artifact) -> None:
 
 
 def start_tflite(job: ExportJob) -> None:
-    """With 2+ threads, the converter process translates and converts the verified FP32 ONNX (and, with
-    the ranges already collected, INT8) on one core, while this process quantizes and checks ONNX INT8 on
-    the other. Both only read the ONNX file and write their own files: the results do not depend on the
-    overlap. It starts after the calibration pass, not beside it: the pass runs on both cores, and one
-    core shared with the converter holds up each of its parallel steps (GhostNet 1.0x at 224, 256 images,
-    AMD EPYC: the pass took 5.4 s beside the converter in ``benchmarks/export_time.py``, 2.9 s alone in
-    ``benchmarks/calibration_pass.py``)."""
+    """With 2+ threads, hand the verified FP32 ONNX to the converter process: it translates and converts
+    FP32 on one core while this process calibrates on the others, then quantizes INT8 with the ranges
+    :func:`calibrate` sends it, while this process quantizes and checks ONNX INT8. Both only read the ONNX
+    file and write their own files: the results do not depend on the overlap. The converter's work is the
+    longer of the two (translation, conversion, metadata), so it starts as early as its input exists;
+    the calibration pass meanwhile keeps off its core (``job.own_threads``)."""
     if not job.parallel:
         return
     cfg = job.cfg
@@ -158,19 +157,25 @@ def start_tflite(job: ExportJob) -> None:
     job.worker.submit(job.path(BY_KEY["onnx"]), job.path(BY_KEY["tflite"]), t_int8, calib_file, cfg.io_dtype,
                       cfg.per_channel, job.labels, {**job.prep_desc, "layout": "NHWC"}, hard_swish_form(cfg),
                       cfg.use_cache)
-    if job.ranges is not None:
-        job.worker.send_ranges(job.ranges.ranges)
 
 
 def calibrate(job: ExportJob) -> None:
-    """One calibration pass over the verified FP32 ONNX: the activation ranges of both INT8 models."""
+    """One calibration pass over the verified FP32 ONNX: the activation ranges of both INT8 models (sent
+    on to the converter process when it is converting)."""
     if not job.cfg.int8:
         return
     from ghostnet_edge.calib.ranges import collect_ranges
 
-    with job.timer.stage("calibration_ranges"):
-        job.ranges = collect_ranges(job.path(BY_KEY["onnx"]), job.xc, job.cfg.calib_method, job.threads,
-                                    use_cache=job.cfg.use_cache)
+    try:
+        with job.timer.stage("calibration_ranges", cpu=not job.converting):
+            job.ranges = collect_ranges(job.path(BY_KEY["onnx"]), job.xc, job.cfg.calib_method, job.own_threads,
+                                        use_cache=job.cfg.use_cache)
+    except BaseException as exc:
+        if job.converting:  # the converter waits for ranges: tell it why none come
+            job.worker.send_ranges(None, error=str(exc) or type(exc).__name__)
+        raise
+    if job.converting:
+        job.worker.send_ranges(job.ranges.ranges)
 
 
 def quantize_onnx(job: ExportJob, art: Artifact) -> None:
@@ -178,10 +183,10 @@ def quantize_onnx(job: ExportJob, art: Artifact) -> None:
     from ghostnet_edge.export.onnx.quantize import activation_choice_dict, choose_activation_type
 
     cfg = job.cfg
-    ort_threads = max(1, job.threads - 1) if job.parallel else job.threads
+    ort_threads = job.own_threads
     choice = choose_activation_type(cfg.act_type)
     onnx_fp32, q_path = job.path(BY_KEY["onnx"]), job.path(art)
-    with job.timer.stage("onnx_quantize", cpu=not job.parallel):
+    with job.timer.stage("onnx_quantize", cpu=not job.converting):
         if cfg.max_drop is not None and job.val is not None:
             from ghostnet_edge.export.onnx.nncf import quantize_with_accuracy_control
 
@@ -290,7 +295,7 @@ def run(job: ExportJob, art: Artifact, x: np.ndarray, path: Path | None = None) 
 
     # LiteRT announces "Created TensorFlow Lite XNNPACK delegate for CPU." on fd 2 once per process.
     with quiet_native_stderr(enabled=art.format == "tflite" and not os.environ.get("GHOSTEDGE_VERBOSE")):
-        return run_artifact(path or job.path(art), x, job.threads, art.runtime)
+        return run_artifact(path or job.path(art), x, job.own_threads, art.runtime)
 
 
 def fp32_limit(job: ExportJob, out: np.ndarray) -> float:
@@ -322,7 +327,7 @@ def check_artifact(job: ExportJob, art: Artifact) -> None:
     """Run ``art`` on the held-out images, check it against PyTorch, report its layers; keep it or stop."""
     from ghostnet_edge.export import checks
 
-    cpu = not (job.parallel and job.tflite_result is None)  # CPU time is per process: not while overlapping
+    cpu = not job.converting  # CPU time is per process: not while the converter process overlaps
     with job.timer.stage(f"{art.stage}_verify", cpu=cpu):
         out = run(job, art, job.xv)
         if art.check == "max-diff":
@@ -356,11 +361,11 @@ def layer_report(job: ExportJob, art: Artifact, check: dict[str, Any]) -> dict[s
     if art.format == "onnx":
         from ghostnet_edge.export.onnx.layers import per_layer_sqnr
 
-        rows = rp.onnx_layer_rows(per_layer_sqnr(fp32, job.path(art), x, job.work, threads=job.threads))
+        rows = rp.onnx_layer_rows(per_layer_sqnr(fp32, job.path(art), x, job.work, threads=job.own_threads))
     else:
         from ghostnet_edge.export.tflite.layers import per_layer_sqnr
 
-        rows = rp.tflite_layer_rows(per_layer_sqnr(job.path(art), fp32, x, num_threads=job.threads))
+        rows = rp.tflite_layer_rows(per_layer_sqnr(job.path(art), fp32, x, num_threads=job.own_threads))
     return rp.artifact_section(art.file, rows, check, job.n_report)
 
 
