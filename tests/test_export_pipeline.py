@@ -148,14 +148,23 @@ def test_embedded_metadata_lets_an_app_feed_the_model(full: dict) -> None:
 
 @pytest.mark.slow
 def test_same_inputs_give_byte_identical_artifacts(full: dict, checkpoint: Path, cifar_dir: Path) -> None:
-    """Again, with 2 threads: TFLite then converts beside the ONNX quantization, and the calibration
-    ranges come from the cache; same bytes."""
+    """Again, with 2 threads: TFLite then converts beside the calibration and the ONNX quantization,
+    the calibration ranges come from the cache, and the converter process makes the TFLite INT8 layer
+    report; same bytes, and the same per-layer report."""
     out2 = full["base"] / "b"
     report = export_artifacts(_cfg(checkpoint, cifar_dir, out2, threads=2))
     assert "int8_onnx+tflite_convert (parallel)" in report.timings
+    assert "tflite_int8_layer_report (converter process)" in report.timings
     assert report.manifest["calibration"]["ranges"]["cache_hit"]
     for name in ("model.onnx", "model_int8.onnx", "model_fp32.tflite", "model_int8.tflite", "labels.txt"):
         assert (out2 / name).read_bytes() == (full["out"] / name).read_bytes(), name
+
+    def layers(out: Path) -> dict:
+        qr = json.loads((out / "quant_report.json").read_text())
+        return {sec["artifact"]: sec["layers"] for sec in qr["artifacts"]}
+
+    here, there = layers(full["out"]), layers(out2)
+    assert here["model_int8.tflite"] and here == there
 
 
 def test_force_replaces_without_mixing(checkpoint: Path, cifar_dir: Path, tmp_path: Path) -> None:

@@ -107,6 +107,7 @@ class ExportJob:
     float_error: float | None = None  # PyTorch's own float32 error, measured when an artifact needs it
     ranges: Any = None              # TensorRanges of the calibration pass
     tflite_result: Any = None
+    tflite_layers: list[dict[str, Any]] | None = None  # the INT8 per-layer report from the converter process
     tflite_budget: dict[str, Any] | None = None
     quantization: dict[str, Any] | None = None
     artifacts: list[ArtifactReport] = field(default_factory=list)

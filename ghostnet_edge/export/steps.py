@@ -154,9 +154,13 @@ def start_tflite(job: ExportJob) -> None:
             calib_file = job.work / "calib.npy"
             np.save(calib_file, job.xc)
     t_int8 = job.staging / TFLITE_INT8 if cfg.int8 else None
+    report = None
+    if t_int8 is not None and BY_KEY["tflite-int8"].layer_report and job.n_report:
+        report = job.work / "report_images.npy"
+        np.save(report, job.xv[:job.n_report])
     job.worker.submit(job.path(BY_KEY["onnx"]), job.path(BY_KEY["tflite"]), t_int8, calib_file, cfg.io_dtype,
                       cfg.per_channel, job.labels, {**job.prep_desc, "layout": "NHWC"}, hard_swish_form(cfg),
-                      cfg.use_cache)
+                      cfg.use_cache, report_images=report)
 
 
 def calibrate(job: ExportJob) -> None:
@@ -234,7 +238,11 @@ def convert_tflite(job: ExportJob, art: Artifact) -> None:
     t_fp32 = job.path(BY_KEY["tflite"])
     t_int8 = job.staging / TFLITE_INT8 if cfg.int8 else None
     if job.parallel:
-        res = TfliteResult.from_dict(job.worker.result())
+        answer = job.worker.result()
+        job.tflite_layers = answer.pop("int8_layers", None)
+        if job.tflite_layers is not None:
+            timer.timings["tflite_int8_layer_report (converter process)"] = answer.pop("int8_layers_seconds")
+        res = TfliteResult.from_dict(answer)
         cpu0, t0, children0 = job.region
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         child_cpu = (children.ru_utime - children0.ru_utime) + (children.ru_stime - children0.ru_stime)
@@ -362,6 +370,11 @@ def layer_report(job: ExportJob, art: Artifact, check: dict[str, Any]) -> dict[s
         from ghostnet_edge.export.onnx.layers import per_layer_sqnr
 
         rows = rp.onnx_layer_rows(per_layer_sqnr(fp32, job.path(art), x, job.work, threads=job.own_threads))
+    elif job.tflite_layers is not None:  # made by the converter process, on the same images
+        from ghostnet_edge.export.tflite.layers import LayerSqnr
+
+        rows = rp.tflite_layer_rows([LayerSqnr(d["name"], d["op"], tuple(d["shape"]), d["sqnr_db"], tuple(d["inputs"]))
+                                     for d in job.tflite_layers])
     else:
         from ghostnet_edge.export.tflite.layers import per_layer_sqnr
 

@@ -83,6 +83,9 @@ class TfliteResult:
 
 
 def _check_representative(rep: Any, nchw: tuple[int, int, int, int]) -> np.ndarray:
+    """The calibration tensors, checked, as given (NCHW; a memory-mapped file stays mapped): only
+    TensorFlow's own calibrator reads them as images (:func:`_nhwc`), the shared-ranges route only
+    hashes them for the file's provenance."""
     if not isinstance(rep, np.ndarray):
         raise ExportError(f"representative data must be a NumPy array, got {type(rep).__name__}",
                           "pass calibration tensors shaped (N, 3, H, W), float32, preprocessed")
@@ -93,10 +96,23 @@ def _check_representative(rep: Any, nchw: tuple[int, int, int, int]) -> np.ndarr
     if rep.dtype.kind != "f":
         raise ExportError(f"representative data has dtype {rep.dtype}, expected float32",
                           "pass the preprocessed (normalised) float tensors, not raw uint8 pixels")
-    if not np.isfinite(rep).all():
+    # One sum instead of an elementwise test: NaN or infinity anywhere makes it non-finite, and
+    # normalised pixels cannot add up to float32's overflow.
+    if not np.isfinite(rep.sum(dtype=np.float64)):
         raise ExportError("representative data contains NaN or infinite values",
                           "check the calibration images and their preprocessing")
-    return np.ascontiguousarray(rep.astype(np.float32).transpose(0, 2, 3, 1))
+    return rep
+
+
+def _nhwc(rep: np.ndarray) -> np.ndarray:
+    """NCHW calibration tensors as the float32 NHWC images TensorFlow's calibrator feeds."""
+    return np.ascontiguousarray(np.asarray(rep, dtype=np.float32).transpose(0, 2, 3, 1))
+
+
+def _sha256_nchw(rep: np.ndarray) -> str:
+    """sha256 of the calibration tensors as float32 NCHW in C order (hashed in place when they are so)."""
+    arr = rep if rep.dtype == np.float32 and rep.flags.c_contiguous else np.ascontiguousarray(rep, np.float32)
+    return hashlib.sha256(memoryview(arr).cast("B")).hexdigest()
 
 
 def _check_labels(labels: Any, num_classes: int | None) -> list[str] | None:
@@ -226,7 +242,7 @@ def convert_onnx_to_tflite(
     onnx_path = Path(onnx_path)
     proto = load_onnx(onnx_path)
     _, nchw = static_input_shape(proto)
-    rep_nhwc = _check_representative(representative, nchw) if out_int8 is not None else None
+    rep = _check_representative(representative, nchw) if out_int8 is not None else None
     tf = require("tensorflow", "tensorflow", "the TFLite export")
 
     onnx_bytes = onnx_path.read_bytes()
@@ -281,13 +297,12 @@ def convert_onnx_to_tflite(
         fp32_bytes = len(model)
     if out_int8 is not None:
         t0 = time.perf_counter()
-        model, ranges_source = _convert_int8(tf, concrete_fn, proto, rep_nhwc, io_dtype, per_channel,
+        model, ranges_source = _convert_int8(tf, concrete_fn, proto, rep, io_dtype, per_channel,
                                              int16_activations, ranges if shared else None, float_model,
                                              use_cache, code)
-        rep_sha = hashlib.sha256(rep_nhwc.tobytes()).hexdigest()
         info = {**base_info, "precision": "int16x8" if int16_activations else "int8", "io_dtype": io_dtype,
-                "per_channel": per_channel,
-                "num_representative": int(rep_nhwc.shape[0]), "representative_sha256": rep_sha}
+                "per_channel": per_channel, "num_representative": int(rep.shape[0]),
+                "representative_nchw_sha256": _sha256_nchw(rep)}
         model = _with_metadata(model, labels, prep, info, name)
         in_q, out_q = _io_quant(model)
         atomic_write_bytes(out_int8, model)
@@ -297,13 +312,13 @@ def convert_onnx_to_tflite(
         fp32_path=Path(out_fp32) if out_fp32 is not None else None,
         int8_path=Path(out_int8) if out_int8 is not None else None,
         fp32_bytes=fp32_bytes, int8_bytes=int8_bytes, input_shape_nhwc=nhwc, io_dtype=io_dtype,
-        per_channel=per_channel, num_representative=0 if rep_nhwc is None else int(rep_nhwc.shape[0]),
+        per_channel=per_channel, num_representative=0 if rep is None else int(rep.shape[0]),
         input_quant=in_q, output_quant=out_q, translate_seconds=translate_s,
         fp32_seconds=fp32_s, int8_seconds=int8_s, ranges_source=ranges_source,
     )
 
 
-def _convert_int8(tf: Any, concrete_fn: Callable[[], Any], proto: Any, rep_nhwc: np.ndarray, io_dtype: str,
+def _convert_int8(tf: Any, concrete_fn: Callable[[], Any], proto: Any, rep: np.ndarray, io_dtype: str,
                   per_channel: bool, int16_activations: bool, ranges: Any, float_model: bytes | None,
                   use_cache: bool = False, code: str = "") -> tuple[bytes, str]:
     """The INT8 (or 16x8) flatbuffer: from ``float_model`` and ``ranges`` when they cover every tensor,
@@ -331,7 +346,7 @@ def _convert_int8(tf: Any, concrete_fn: Callable[[], Any], proto: Any, rep_nhwc:
     else:
         why = ("TensorFlow's calibrator (16x8 models are calibrated by it)" if int16_activations
                else "TensorFlow's calibrator")
-    return _convert(tf, concrete_fn(), rep_nhwc, io_dtype, per_channel, int16_activations), why
+    return _convert(tf, concrete_fn(), _nhwc(rep), io_dtype, per_channel, int16_activations), why
 
 
 def _quiet_native_stderr():

@@ -14,7 +14,9 @@ Protocol (one JSON object per line on the child's stdin; answers in files):
    labels, preprocessing (``{"stop": true}`` or end of input ends the child);
 2. only when the job has INT8 output: ``{"ranges": FILE}`` (JSON: ONNX tensor -> [lo, hi]), or
    ``{"error": TEXT}`` when calibration failed. The calibration tensors feed TensorFlow's own calibrator
-   when the ranges leave a tensor unplaced, and the INT8 file's provenance metadata.
+   when the ranges leave a tensor unplaced, and the INT8 file's provenance metadata. With
+   ``report_images`` (an .npy of NCHW held-out images) the INT8 model's per-layer report is made here too
+   and comes back with the result (``int8_layers``).
 
 The answer, ``DIR/result.json``, holds ``{"ok": true, "result": TfliteResult}`` or ``{"ok": false,
 "error": {...}}``; the parent re-raises the error as the same :class:`~ghostnet_edge.errors.GhostEdgeError`,
@@ -94,11 +96,25 @@ def _convert(job: dict[str, Any]) -> dict[str, Any]:
     int8 = Path(job["int8"]) if job.get("int8") else None
     res = convert_onnx_to_tflite(
         Path(job["onnx"]), Path(job["fp32"]) if job.get("fp32") else None, int8,
-        representative=np.load(job["calib"], allow_pickle=False) if int8 is not None else None,
+        # Mapped, not read: only TensorFlow's own calibrator (a fallback) reads the images themselves.
+        representative=np.load(job["calib"], mmap_mode="r", allow_pickle=False) if int8 is not None else None,
         io_dtype=job["io_dtype"], per_channel=job["per_channel"], labels=job["labels"],
         preprocessing=job["preprocessing"], ranges=_ranges_from_parent if int8 is not None else None,
         hard_swish=job.get("hard_swish", "builtin"), use_cache=bool(job.get("use_cache", False)))
-    return res.to_dict()
+    out = res.to_dict()
+    report = job.get("report_images")
+    if report and res.int8_path is not None and res.fp32_path is not None:
+        # The INT8 model's per-layer report runs here, on this process's core, while the parent is still
+        # busy with ONNX INT8; made in the parent it was the export's last step, on its own.
+        from dataclasses import asdict
+
+        from ghostnet_edge.export.tflite.layers import per_layer_sqnr
+
+        t0 = time.perf_counter()
+        layers = per_layer_sqnr(res.int8_path, res.fp32_path, np.load(report, allow_pickle=False), num_threads=1)
+        out["int8_layers"] = [asdict(e) for e in layers]
+        out["int8_layers_seconds"] = time.perf_counter() - t0
+    return out
 
 
 def child_main() -> int:
@@ -165,14 +181,16 @@ class TfliteWorker:
 
     def submit(self, onnx: Path, fp32: Path | None, int8: Path | None, calib_file: Path | None,
                io_dtype: str, per_channel: bool, labels: list[str], preprocessing: dict[str, Any],
-               hard_swish: str = "builtin", use_cache: bool = False) -> None:
-        """``calib_file``: an .npy of the NCHW calibration tensors (read by the child for INT8)."""
+               hard_swish: str = "builtin", use_cache: bool = False, report_images: Path | None = None) -> None:
+        """``calib_file``: an .npy of the NCHW calibration tensors (read by the child for INT8);
+        ``report_images``: an .npy of the images of the INT8 model's per-layer report, if one is wanted."""
         self.job_dir = Path(tempfile.mkdtemp(prefix="job-", dir=self.home))
         self._wants_ranges = int8 is not None
         self._send({"dir": str(self.job_dir), "onnx": str(onnx), "fp32": str(fp32) if fp32 else None,
                     "int8": str(int8) if int8 else None, "calib": str(calib_file) if calib_file else None,
                     "io_dtype": io_dtype, "per_channel": per_channel, "labels": labels,
-                    "preprocessing": preprocessing, "hard_swish": hard_swish, "use_cache": use_cache})
+                    "preprocessing": preprocessing, "hard_swish": hard_swish, "use_cache": use_cache,
+                    "report_images": str(report_images) if report_images else None})
 
     def send_ranges(self, ranges: dict[str, tuple[float, float]] | None, error: str | None = None) -> None:
         if not self._wants_ranges or self.job_dir is None:
