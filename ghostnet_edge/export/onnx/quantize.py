@@ -149,7 +149,8 @@ def quantize_onnx(fp32_path: Path | str, out_path: Path | str, calib: np.ndarray
                   per_channel: bool = True, input_name: str = "input",
                   metadata: dict[str, str] | None = None, pre_process: bool = False,
                   work_dir: Path | None = None, threads: int | None = None,
-                  ranges: TensorRanges | None = None, cache_file: bool | None = None) -> QuantizeResult:
+                  ranges: TensorRanges | None = None, cache_file: bool | None = None,
+                  precomputed_weights: bool = True) -> QuantizeResult:
     """Static QDQ quantization of ``fp32_path`` calibrated on ``calib`` (preprocessed images).
 
     ``ranges`` are the activation ranges from :func:`ghostnet_edge.calib.ranges.collect_ranges` on the
@@ -157,7 +158,8 @@ def quantize_onnx(fp32_path: Path | str, out_path: Path | str, calib: np.ndarray
     they are collected here. ``pre_process`` runs onnxruntime's ``quant_pre_process`` (symbolic shape
     inference and graph optimisation) first. It is off by default: on our onnxsim-simplified graphs (BN
     already folded, shapes already inferred) it produced the identical QDQ graph for GhostNet 1.0x and
-    cost ~4 s.
+    cost ~4 s. ``precomputed_weights`` hands onnxruntime the Conv weights' per-channel scales computed at
+    once (:mod:`.weight_params`; the same model, faster); off, onnxruntime computes them channel by channel.
     """
     check_method(method)
     onnx = require("onnx", "onnx", "INT8 ONNX quantization")
@@ -183,12 +185,17 @@ def quantize_onnx(fp32_path: Path | str, out_path: Path | str, calib: np.ndarray
 
             quant_pre_process(str(source), str(pre_path), skip_symbolic_shape=False)
             source = pre_path
+        extra: dict[str, Any] = {"WeightSymmetric": True}
+        if per_channel and precomputed_weights:
+            from ghostnet_edge.export.onnx.weight_params import conv_weight_overrides
+
+            extra["TensorQuantOverrides"] = conv_weight_overrides(onnx.load(str(source)), activation.reduce_range)
         with quiet_onnxruntime(), _precomputed_ranges(ranges, cache_file) as given:
             quantize_static(
                 str(source), str(tmp_out), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                 reduce_range=activation.reduce_range,
                 activation_type=QuantType.QUInt8 if activation.dtype == "uint8" else QuantType.QInt8,
-                weight_type=QuantType.QInt8, extra_options={"WeightSymmetric": True}, **given,
+                weight_type=QuantType.QInt8, extra_options=extra, **given,
             )
         proto = onnx.load(str(tmp_out))
     except GhostEdgeError:

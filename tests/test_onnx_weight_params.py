@@ -1,0 +1,51 @@
+"""Precomputed Conv weight scales (export/onnx/weight_params.py) give onnxruntime's own INT8 model, byte for byte."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ghostnet_edge.export.onnx import weight_params as wp
+
+
+def test_scales_match_onnxruntimes_channel_by_channel_formula() -> None:
+    from onnx import TensorProto
+    from onnxruntime.quantization.quant_utils import compute_data_quant_params
+
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((7, 3, 3, 3)) * rng.uniform(1e-3, 3, (7, 1, 1, 1))).astype(np.float32)
+    w[1] = 0.0                # an all-zero channel: scale 1.0, as onnxruntime gives it
+    w[2] = np.abs(w[2])       # one-sided channels: the range still includes 0
+    w[3] = -np.abs(w[3])
+    w[4] *= np.float32(1e-39)  # below float32's smallest normal
+    for reduce_range in (False, True):
+        got = wp.symmetric_int8_scales(w, reduce_range)
+        for c in range(len(w)):
+            zp, scale = compute_data_quant_params(w[c].ravel(), TensorProto.INT8, True, reduce_range=reduce_range)
+            assert zp == 0 and got[c].dtype == scale.dtype and got[c] == scale, (reduce_range, c)
+
+
+@pytest.mark.parametrize("name", ["ghostnet_cifar_050", "mobilenetv3_large_cifar_100"])
+def test_quantized_model_is_byte_identical(name: str, tmp_path: Path) -> None:
+    from ghostnet_edge.calib.ranges import collect_ranges
+    from ghostnet_edge.export.onnx.convert import export_onnx
+    from ghostnet_edge.export.onnx.quantize import choose_activation_type, quantize_onnx
+    from ghostnet_edge.models import create_model, get_spec
+
+    src = tmp_path / "model.onnx"
+    export_onnx(create_model(name, seed=0).eval(), get_spec(name).input_size, src)
+    x = np.random.default_rng(1).standard_normal((8, 3, 32, 32)).astype(np.float32)
+    ranges = collect_ranges(src, x, "minmax", threads=1, use_cache=False)
+    for act in ("int8", "uint8-reduced"):
+        choice = choose_activation_type("int8" if act == "int8" else "auto", machine="x86_64", flags=set())
+        assert choice.reduce_range == (act != "int8")
+        digests = []
+        for precomputed in (False, True):
+            out = tmp_path / f"{act}_{precomputed}.onnx"
+            quantize_onnx(src, out, x, "minmax", choice, True, work_dir=tmp_path, threads=1, ranges=ranges,
+                          precomputed_weights=precomputed)
+            digests.append(hashlib.sha256(out.read_bytes()).hexdigest())
+        assert digests[0] == digests[1], act
