@@ -33,7 +33,7 @@ def test_a_bad_job_comes_back_as_an_export_error_and_ends_the_child(tmp_path: Pa
     bad.write_bytes(b"not an onnx file")
     worker = w.TfliteWorker().start()
     try:
-        worker.submit(bad, tmp_path / "f.tflite", None, None, "int8", True, ["a"], {"mean": [0, 0, 0]})
+        worker.submit(bad, tmp_path / "f.tflite", None, "int8", True, ["a"], {"mean": [0, 0, 0]})
         with pytest.raises(ExportError):
             worker.result()
         assert worker.proc is not None and worker.proc.wait(timeout=30) == 0
@@ -50,9 +50,9 @@ def test_failed_calibration_reaches_the_child(tmp_path: Path) -> None:
     np.save(calib, np.zeros((2, 3, 16, 16), np.float32))
     worker = w.TfliteWorker().start()
     try:
-        worker.submit(onnx_path, tmp_path / "f.tflite", tmp_path / "q.tflite", calib, "int8", True,
+        worker.submit(onnx_path, tmp_path / "f.tflite", tmp_path / "q.tflite", "int8", True,
                       ["a", "b", "c"], {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]})
-        worker.send_ranges(None, error="the calibration images ran out")
+        worker.send_ranges(None, error="the calibration images ran out", calib_file=calib)
         with pytest.raises(ExportError, match="calibration failed: the calibration images ran out"):
             worker.result()
     finally:
@@ -60,9 +60,38 @@ def test_failed_calibration_reaches_the_child(tmp_path: Path) -> None:
     assert not (tmp_path / "q.tflite").exists()
 
 
+def test_fp32_first_then_int8_with_the_ranges_and_the_layer_report(tmp_path: Path) -> None:
+    """The child converts FP32 at once, then says it waits (``idle``) until the ranges, the calibration
+    tensors and the report images arrive; the INT8 model and its per-layer report come back."""
+    import time
+
+    from ghostnet_edge.calib.ranges import collect_ranges
+    from ghostnet_edge.export.tflite._testing import TinyGhostNet, export_onnx_for_tests
+
+    onnx_path = export_onnx_for_tests(TinyGhostNet(num_classes=3), tmp_path / "tiny.onnx", (3, 16, 16))
+    x = np.random.default_rng(0).standard_normal((6, 3, 16, 16)).astype(np.float32)
+    np.save(tmp_path / "calib.npy", x)
+    np.save(tmp_path / "report.npy", x[:2])
+    worker = w.TfliteWorker().start()
+    try:
+        worker.submit(onnx_path, tmp_path / "f.tflite", tmp_path / "q.tflite", "int8", True,
+                      ["a", "b", "c"], {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]})
+        deadline = time.monotonic() + 120
+        while not worker.idle() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert worker.idle() and (tmp_path / "f.tflite").is_file() and not (tmp_path / "q.tflite").exists()
+        ranges = collect_ranges(onnx_path, x, "minmax", threads=1, use_cache=False).ranges
+        worker.send_ranges(ranges, calib_file=tmp_path / "calib.npy", report_images=tmp_path / "report.npy")
+        res = worker.result()
+    finally:
+        worker.close()
+    assert res["int8_bytes"] > 0 and res["ranges_source"].startswith("shared calibration ranges")
+    assert res["int8_layers"] and all(set(d) >= {"name", "op", "sqnr_db"} for d in res["int8_layers"])
+
+
 def test_a_child_that_dies_is_named_and_an_abandoned_one_is_stopped(tmp_path: Path) -> None:
     worker = w.TfliteWorker().start()
-    worker.submit(tmp_path / "absent.onnx", tmp_path / "f.tflite", None, None, "int8", True, ["a"], {})
+    worker.submit(tmp_path / "absent.onnx", tmp_path / "f.tflite", None, "int8", True, ["a"], {})
     assert worker.proc is not None
     worker.proc.send_signal(signal.SIGKILL)
     with pytest.raises(ExportError, match="exited with code -9 without an answer"):
@@ -82,7 +111,7 @@ def test_one_converter_process_serves_successive_exports(tmp_path: Path) -> None
     pid = worker.proc.pid
     try:
         for i in range(2):
-            worker.submit(onnx_path, tmp_path / f"f{i}.tflite", None, None, "int8", True, ["a", "b", "c"],
+            worker.submit(onnx_path, tmp_path / f"f{i}.tflite", None, "int8", True, ["a", "b", "c"],
                           {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]})
             assert worker.result()["fp32_bytes"] > 0
         w.release(worker, healthy=True)

@@ -22,7 +22,7 @@ design: a NaN in one channel is ignored with that channel only, where onnxruntim
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -95,10 +95,14 @@ def augmented_model(model: Any, tensors: list[str], ranks: dict[str, int]) -> An
     return aug
 
 
-def collect_minmax(model: Any, calib: np.ndarray, input_name: str, skip: Iterable[str], threads: int | None,
-                   batch: int) -> dict[str, tuple[float, float]]:
+def collect_minmax(model: Any, calib: np.ndarray, input_name: str, skip: Iterable[str],
+                   threads: int | Callable[[], int] | None, batch: int) -> dict[str, tuple[float, float]]:
     """``(lowest, highest)`` of every calibrated tensor of ``model`` (loaded, shape-inferred) over ``calib``,
-    except those in ``skip``; derived ``Concat`` outputs included."""
+    except those in ``skip``; derived ``Concat`` outputs included.
+
+    ``threads`` may be a callable, asked before each batch: when it allows more threads than the session
+    has (the export's converter process has finished its FP32 work and left its core), the pass goes on
+    in a session with more. The ranges do not depend on it."""
     import onnxruntime as ort
 
     skip = set(skip)
@@ -106,18 +110,29 @@ def collect_minmax(model: Any, calib: np.ndarray, input_name: str, skip: Iterabl
     candidates = [n for n in names if n not in skip]
     derived = derived_concats(model, candidates)
     measured = [n for n in candidates if n not in derived]
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(augmented_model(model, measured, ranks).SerializeToString(), opts,
-                                   providers=["CPUExecutionProvider"])
+    graph = augmented_model(model, measured, ranks).SerializeToString()
+
+    def allowed() -> int:
+        return int((threads() if callable(threads) else threads) or 0)
+
+    def session_with(n: int) -> Any:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if n:
+            opts.intra_op_num_threads = n
+        opts.log_severity_level = 3
+        return ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+
+    current = allowed()
+    session = session_with(current)
     first = len(model.graph.output)
     lo = np.full(len(measured), np.inf, np.float64)
     hi = np.full(len(measured), -np.inf, np.float64)
     x = np.ascontiguousarray(calib, dtype=np.float32)
     for start in range(0, len(x), batch):
+        if current and allowed() > current and len(x) - start > 4 * batch:  # worth a new session
+            current = allowed()
+            session = session_with(current)
         outs = session.run(None, {input_name: x[start:start + batch]})[first:]
         lo = np.fmin(lo, [np.nanmin(v) if v.size else np.inf for v in outs[0::2]])
         hi = np.fmax(hi, [np.nanmax(v) if v.size else -np.inf for v in outs[1::2]])

@@ -23,7 +23,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,7 +243,8 @@ def quiet_onnxruntime() -> Iterator[None]:
         logging.disable(logging.NOTSET)
 
 
-def _collect(model_path: Path, calib: np.ndarray, method: str, threads: int | None) -> dict[str, tuple[float, float]]:
+def _collect(model_path: Path, calib: np.ndarray, method: str,
+             threads: int | Callable[[], int] | None) -> dict[str, tuple[float, float]]:
     onnx = require("onnx", "onnx", "INT8 calibration")
     model = onnx.load(str(model_path), load_external_data=False)
     skipped = activation_inputs(model)
@@ -253,7 +254,8 @@ def _collect(model_path: Path, calib: np.ndarray, method: str, threads: int | No
         out = collect_minmax(onnx.shape_inference.infer_shapes(model), calib, _input_name(model), skipped,
                              threads, CALIB_BATCH)
     else:
-        out = _collect_histograms(model_path, model, calib, method, threads, set(skipped))
+        out = _collect_histograms(model_path, model, calib, method, threads() if callable(threads) else threads,
+                                  set(skipped))
     for name, activation_out in skipped.items():  # what onnxruntime's quantizer would set for them
         if activation_out in out:
             out[name] = out[activation_out]
@@ -286,12 +288,14 @@ def _collect_histograms(model_path: Path, model: Any, calib: np.ndarray, method:
     return out
 
 
-def collect_ranges(model_path: Path | str, calib: np.ndarray, method: str = "minmax", threads: int | None = None,
+def collect_ranges(model_path: Path | str, calib: np.ndarray, method: str = "minmax",
+                   threads: int | Callable[[], int] | None = None,
                    use_cache: bool = True, cache_dir: Path | None = None) -> TensorRanges:
     """The range of every tensor of ``model_path`` (FP32 ONNX) over the calibration images ``calib``.
 
-    ``calib`` holds the preprocessed images, (N, 3, H, W) float32. One pass of onnxruntime's calibrator
-    for ``method`` (``minmax``, ``entropy`` or ``percentile``); cached unless ``use_cache`` is False.
+    ``calib`` holds the preprocessed images, (N, 3, H, W) float32. One pass for ``method`` (``minmax``,
+    ``entropy`` or ``percentile``); cached unless ``use_cache`` is False. ``threads``: a number, or a
+    callable the MinMax pass asks as it goes (see :func:`ghostnet_edge.calib.minmax.collect_minmax`).
     """
     check_method(method)
     ort = require("onnxruntime", "onnxruntime", "INT8 calibration")

@@ -133,8 +133,10 @@ class ExportJob:
     @property
     def own_threads(self) -> int:
         """Threads this process may use now: while the converter process works beside it, all but the
-        one core it takes (a thread pool sharing that core waits on it at every step), else all."""
-        return max(1, self.threads - 1) if self.converting else self.threads
+        one core it takes (a thread pool sharing that core waits on it at every step), else all (it
+        is done, or waits for this process's calibration ranges)."""
+        busy = self.converting and not self.worker.idle()
+        return max(1, self.threads - 1) if busy else self.threads
 
     def path(self, art: Artifact) -> Path:
         """Where ``art`` is written: the staging folder, or the scratch space for the FP32 ONNX model

@@ -39,27 +39,28 @@ def load_for_export(cfg: ExportConfig, warnings: list[str]) -> tuple[Any, Any, d
     return model, spec, meta, False
 
 
-def fold_branches(model: Any, xv: np.ndarray, ref: np.ndarray, tolerance: float) -> tuple[Any, str | None]:
-    """The deployed form of a network with training-time branches (GhostNetV3, RepGhostNet), checked.
-
-    The branches are folded into single convolutions before conversion; the folded network must give
-    the unfolded one's logits on the verification images within float rounding (the FP32 tolerance,
-    relative above |logit| 1), else nothing is exported.
-    """
-    from ghostnet_edge.export.reference import run_torch
+def deployed_form(model: Any) -> Any:
+    """The network to convert: training-time branches (GhostNetV3, RepGhostNet) folded into single
+    convolutions; any other network as it is. :func:`check_fold` checks the fold once images exist."""
     from ghostnet_edge.models.reparam import has_branches, reparameterize
 
-    if not has_branches(model):
-        return model, None
-    folded = reparameterize(model).eval()
+    return reparameterize(model).eval() if has_branches(model) else model
+
+
+def check_fold(folded: Any, xv: np.ndarray, ref: np.ndarray, tolerance: float) -> str:
+    """The folded network must give the unfolded one's logits ``ref`` on the verification images within
+    float rounding (the FP32 tolerance, relative above |logit| 1), else nothing is exported; returns
+    the line the export reports."""
+    from ghostnet_edge.export.reference import run_torch
+
     diff = float(np.abs(run_torch(folded, xv) - ref).max())
     allowed = tolerance * max(1.0, float(np.abs(ref).max()))
     if not diff <= allowed:
         raise ExportError(f"folding the re-parameterisable branches changed the logits by {diff:.3g} "
                           f"(allowed {allowed:.3g}); nothing was written",
                           "the checkpoint's BatchNorm statistics may be broken; check it with `ghostedge eval`")
-    return folded, (f"re-parameterised: training-time branches folded into single convolutions before "
-                    f"conversion (folded vs unfolded logits: max |diff| {diff:.2e})")
+    return (f"re-parameterised: training-time branches folded into single convolutions before "
+            f"conversion (folded vs unfolded logits: max |diff| {diff:.2e})")
 
 
 def estimate_export_bytes(model: Any, cfg: ExportConfig) -> int:

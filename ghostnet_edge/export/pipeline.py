@@ -8,9 +8,10 @@ Order of work, and why:
    (``calib/sources``: a folder, any data set layout, or arrays in memory).
 3. Walk the artifact table (``export/artifacts.py``): the FP32 ONNX model first (every other artifact
    starts from it), then one calibration pass over it whose ranges both INT8 models use, then each
-   INT8 and TFLite artifact; each is checked against PyTorch on the held-out images the moment it is
-   made. With 2+ threads the TFLite converter runs in a process of its own (``export/tflite/worker.py``)
-   beside the calibration, the ONNX quantization and the checks (see ``steps.start_tflite``).
+   INT8 and TFLite artifact; each is checked against PyTorch on the held-out images. With 2+ threads
+   the TFLite converter runs in a process of its own (``export/tflite/worker.py``), from the moment the
+   FP32 ONNX file exists, beside the image decoding, the checks, the calibration and the ONNX
+   quantization (see ``steps.start_tflite``).
 4. labels.txt, quant_report.json/.md and finally manifest.json (hashes of all the others).
 
 Everything is written into a staging folder next to ``--out`` and swapped in only when every artifact
@@ -95,14 +96,17 @@ def export_artifacts(config: ExportConfig) -> ExportReport:
 def _run(job: ExportJob) -> ExportReport:
     """Everything that writes, into ``job.staging``: the artifact table, row by row."""
     job.work.mkdir()
+    steps.preprocessing_and_labels(job)
+    steps.deployed_form(job)
+    # The FP32 ONNX model is made (and checked) whatever the formats: every other artifact starts from it,
+    # the TFLite converter at once, beside the image decoding and the checks.
+    source = BY_KEY["onnx"]
+    steps.CONVERTERS[source.convert](job, source)
+    steps.start_tflite(job)
     steps.prepare_images(job)
     steps.pytorch_reference(job)
     job.n_report = report_image_count(job.cfg.report_images, tuple(job.spec.input_size[-2:]), len(job.xv))
-    # The FP32 ONNX model is made (and checked) whatever the formats: every other artifact starts from it.
-    source = BY_KEY["onnx"]
-    steps.CONVERTERS[source.convert](job, source)
     steps.check_artifact(job, source)
-    steps.start_tflite(job)
     steps.calibrate(job)
     for art in planned_artifacts(job.cfg):
         if art is not source:

@@ -2,11 +2,13 @@
 
 In the order ``export/pipeline.py`` runs them:
 
+* :func:`preprocessing_and_labels` and :func:`deployed_form`: what every artifact carries, and the
+  network to convert (training-time branches folded);
+* ``CONVERTERS[artifact.convert]``: make one artifact of the table (``export/artifacts.py``), the FP32
+  ONNX model first; :func:`start_tflite` hands it to the TFLite converter process at once;
 * :func:`prepare_images`: preprocess the held-out, calibration and validation images once (arrays);
 * :func:`pytorch_reference`: PyTorch's logits on the held-out images, the reference of every check;
-* ``CONVERTERS[artifact.convert]``: make one artifact of the table (``export/artifacts.py``);
-  :func:`start_tflite` hands the verified FP32 ONNX to the TFLite converter process early, and
-  :func:`calibrate` makes the one calibration pass whose ranges both INT8 models use;
+* :func:`calibrate`: the one calibration pass whose ranges both INT8 models use;
 * :func:`check_artifact`: run it (the one artifact runner, ``runtime/backends``), check it against
   PyTorch (``export/checks``) and, for INT8, make its per-layer report;
 * :func:`tflite_budget` and :func:`write_reports`: ``--max-drop``, labels, reports and the manifest.
@@ -32,11 +34,10 @@ from ghostnet_edge.export.job import ArtifactReport, ExportJob
 # ---------------------------------------------------------------------------------------------- inputs
 
 
-def prepare_images(job: ExportJob) -> None:
-    """Preprocess every image set once into arrays; labels of the held-out and validation images."""
-    from ghostnet_edge.calib.sources import load_tensors
+def preprocessing_and_labels(job: ExportJob) -> None:
+    """The preprocessing and the class names every artifact carries (no image is decoded yet)."""
     from ghostnet_edge.data import Preprocess
-    from ghostnet_edge.export.labels import find_class_index, label_indices, resolve_labels
+    from ghostnet_edge.export.labels import find_class_index, resolve_labels
 
     cfg = job.cfg
     job.preprocess = Preprocess.from_spec(job.spec)
@@ -45,6 +46,22 @@ def prepare_images(job: ExportJob) -> None:
     job.labels, job.wnids, job.labels_source = resolve_labels(job.meta, job.spec.num_classes, class_index)
     if job.labels_source.startswith("none"):
         job.warnings.append("the checkpoint has no class names: labels.txt holds class_<index> placeholders")
+
+
+def deployed_form(job: ExportJob) -> None:
+    """Fold training-time branches before conversion; :func:`pytorch_reference` checks the fold."""
+    from ghostnet_edge.export.model_source import deployed_form as fold
+
+    job.reference_model = job.model
+    job.model = fold(job.model)
+
+
+def prepare_images(job: ExportJob) -> None:
+    """Preprocess every image set once into arrays; labels of the held-out and validation images."""
+    from ghostnet_edge.calib.sources import load_tensors
+    from ghostnet_edge.export.labels import label_indices
+
+    cfg = job.cfg
     with job.timer.stage("preprocess"):
         verify_batch, calib_batch = decode_all([job.verify_set, job.calib_set], job.preprocess, cfg.use_cache)
         job.xv, job.calib_batch = verify_batch.array, calib_batch
@@ -102,16 +119,15 @@ def _torch_threads(threads: int) -> Iterator[None]:
 
 
 def pytorch_reference(job: ExportJob) -> None:
-    """PyTorch's logits on the held-out images; the deployed (folded) form is checked against them."""
-    from ghostnet_edge.export.model_source import fold_branches
+    """PyTorch's logits on the held-out images (of the network as loaded); the deployed (folded) form
+    is checked against them."""
+    from ghostnet_edge.export.model_source import check_fold
     from ghostnet_edge.export.reference import run_torch
 
-    with job.timer.stage("pytorch_reference"), _torch_threads(job.threads):
-        job.ref = run_torch(job.model, job.xv)
-        job.reference_model = job.model
-        job.model, folding = fold_branches(job.model, job.xv, job.ref, job.cfg.tolerance)
-        if folding is not None:
-            job.warnings.append(folding)
+    with job.timer.stage("pytorch_reference"), _torch_threads(job.own_threads):
+        job.ref = run_torch(job.reference_model, job.xv)
+        if job.model is not job.reference_model:
+            job.warnings.append(check_fold(job.model, job.xv, job.ref, job.cfg.tolerance))
 
 
 def onnx_metadata(job: ExportJob) -> dict[str, str]:
@@ -136,50 +152,52 @@ def export_onnx(job: ExportJob, art: Artifact) -> None:
 
 
 def start_tflite(job: ExportJob) -> None:
-    """With 2+ threads, hand the verified FP32 ONNX to the converter process: it translates and converts
-    FP32 on one core while this process calibrates on the others, then quantizes INT8 with the ranges
-    :func:`calibrate` sends it, while this process quantizes and checks ONNX INT8. Both only read the ONNX
-    file and write their own files: the results do not depend on the overlap. The converter's work is the
-    longer of the two (translation, conversion, metadata), so it starts as early as its input exists;
-    the calibration pass meanwhile keeps off its core (``job.own_threads``)."""
+    """With 2+ threads, hand the FP32 ONNX model to the converter process the moment it is written: it
+    translates and converts FP32 on one core while this process decodes the images, runs PyTorch's
+    reference, checks the ONNX model and calibrates on the others (``job.own_threads``); then it
+    quantizes TFLite INT8 with the ranges and images :func:`calibrate` sends, and makes that model's
+    per-layer report, while this process quantizes and checks ONNX INT8. Each side only reads the ONNX
+    file and writes its own files, so the results do not depend on the overlap, and every artifact,
+    the TFLite ones included, is still checked against PyTorch before the export succeeds; a failed
+    check stops the converter. Its work (TensorFlow's import, translation, conversion, metadata) is the
+    longer of the two, so it starts as early as its input exists."""
     if not job.parallel:
         return
     cfg = job.cfg
     job.region = (time.process_time(), time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN))
-    calib_file = None
-    if cfg.int8:
-        batch = job.calib_batch
-        calib_file = batch.cache_file if batch.cache_file and batch.cache_file.is_file() else None
-        if calib_file is None:  # no cache: hand the tensors over in the work folder
-            calib_file = job.work / "calib.npy"
-            np.save(calib_file, job.xc)
     t_int8 = job.staging / TFLITE_INT8 if cfg.int8 else None
-    report = None
-    if t_int8 is not None and BY_KEY["tflite-int8"].layer_report and job.n_report:
-        report = job.work / "report_images.npy"
-        np.save(report, job.xv[:job.n_report])
-    job.worker.submit(job.path(BY_KEY["onnx"]), job.path(BY_KEY["tflite"]), t_int8, calib_file, cfg.io_dtype,
+    job.worker.submit(job.path(BY_KEY["onnx"]), job.path(BY_KEY["tflite"]), t_int8, cfg.io_dtype,
                       cfg.per_channel, job.labels, {**job.prep_desc, "layout": "NHWC"}, hard_swish_form(cfg),
-                      cfg.use_cache, report_images=report)
+                      cfg.use_cache)
 
 
 def calibrate(job: ExportJob) -> None:
     """One calibration pass over the verified FP32 ONNX: the activation ranges of both INT8 models (sent
-    on to the converter process when it is converting)."""
+    on, with the calibration and report images, to the converter process when it is converting). The
+    pass takes every thread once the converter has its FP32 model and waits for the ranges."""
     if not job.cfg.int8:
         return
     from ghostnet_edge.calib.ranges import collect_ranges
 
     try:
         with job.timer.stage("calibration_ranges", cpu=not job.converting):
-            job.ranges = collect_ranges(job.path(BY_KEY["onnx"]), job.xc, job.cfg.calib_method, job.own_threads,
-                                        use_cache=job.cfg.use_cache)
+            job.ranges = collect_ranges(job.path(BY_KEY["onnx"]), job.xc, job.cfg.calib_method,
+                                        lambda: job.own_threads, use_cache=job.cfg.use_cache)
     except BaseException as exc:
         if job.converting:  # the converter waits for ranges: tell it why none come
             job.worker.send_ranges(None, error=str(exc) or type(exc).__name__)
         raise
     if job.converting:
-        job.worker.send_ranges(job.ranges.ranges)
+        batch = job.calib_batch
+        calib_file = batch.cache_file if batch.cache_file and batch.cache_file.is_file() else None
+        if calib_file is None:  # no cache: hand the tensors over in the work folder
+            calib_file = job.work / "calib.npy"
+            np.save(calib_file, job.xc)
+        report = None
+        if BY_KEY["tflite-int8"].layer_report and job.n_report:
+            report = job.work / "report_images.npy"
+            np.save(report, job.xv[:job.n_report])
+        job.worker.send_ranges(job.ranges.ranges, calib_file=calib_file, report_images=report)
 
 
 def quantize_onnx(job: ExportJob, art: Artifact) -> None:

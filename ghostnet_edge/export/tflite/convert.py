@@ -198,7 +198,7 @@ def convert_onnx_to_tflite(
     onnx_path: Path | str,
     out_fp32: Path | None,
     out_int8: Path | None,
-    representative: np.ndarray | None = None,
+    representative: np.ndarray | Callable[[], np.ndarray] | None = None,
     io_dtype: str = "int8",
     per_channel: bool = True,
     labels: list[str] | None = None,
@@ -211,7 +211,7 @@ def convert_onnx_to_tflite(
     """Convert an ONNX CNN to FP32 and/or full-integer INT8 ``.tflite`` files with embedded metadata.
 
     ``representative`` holds the preprocessed calibration images, ``(N, 3, H, W)`` float32 (required for
-    INT8). ``io_dtype`` is the INT8 model's input/output type: ``int8`` (default), ``uint8`` or
+    INT8; a callable giving them is called only once INT8 conversion starts). ``io_dtype`` is the INT8 model's input/output type: ``int8`` (default), ``uint8`` or
     ``float32`` (QUANTIZE/DEQUANTIZE at the ends). ``int16_activations`` makes the "INT8" file LiteRT's
     16x8 mode instead (int16 activations, int8 weights; ``io_dtype`` must then be ``float32``): more
     accurate, larger and slower, and not run by int8-only accelerators. ``ranges`` (ONNX tensor name -> (lowest, highest), from
@@ -242,7 +242,9 @@ def convert_onnx_to_tflite(
     onnx_path = Path(onnx_path)
     proto = load_onnx(onnx_path)
     _, nchw = static_input_shape(proto)
-    rep = _check_representative(representative, nchw) if out_int8 is not None else None
+    # A callable is called only when INT8 needs the tensors (after FP32), as ``ranges`` is.
+    rep = (_check_representative(representative, nchw) if out_int8 is not None and not callable(representative)
+           else None)
     tf = require("tensorflow", "tensorflow", "the TFLite export")
 
     onnx_bytes = onnx_path.read_bytes()
@@ -296,6 +298,8 @@ def convert_onnx_to_tflite(
         fp32_s = (fp32_s or 0.0) + time.perf_counter() - t0
         fp32_bytes = len(model)
     if out_int8 is not None:
+        if rep is None:
+            rep = _check_representative(representative(), nchw)
         t0 = time.perf_counter()
         model, ranges_source = _convert_int8(tf, concrete_fn, proto, rep, io_dtype, per_channel,
                                              int16_activations, ranges if shared else None, float_model,

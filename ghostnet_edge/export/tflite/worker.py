@@ -10,13 +10,14 @@ sweep, calibration draws, a benchmark's repeated export) import TensorFlow once,
 
 Protocol (one JSON object per line on the child's stdin; answers in files):
 
-1. a job: the folder for its answer, ONNX path, output paths, calibration tensors (.npy), I/O type,
-   labels, preprocessing (``{"stop": true}`` or end of input ends the child);
-2. only when the job has INT8 output: ``{"ranges": FILE}`` (JSON: ONNX tensor -> [lo, hi]), or
-   ``{"error": TEXT}`` when calibration failed. The calibration tensors feed TensorFlow's own calibrator
-   when the ranges leave a tensor unplaced, and the INT8 file's provenance metadata. With
-   ``report_images`` (an .npy of NCHW held-out images) the INT8 model's per-layer report is made here too
-   and comes back with the result (``int8_layers``).
+1. a job: the folder for its answer, ONNX path, output paths, I/O type, labels, preprocessing
+   (``{"stop": true}`` or end of input ends the child); the FP32 model is converted at once;
+2. only when the job has INT8 output, once the parent has calibrated: ``{"ranges": FILE, "calib": NPY,
+   "report_images": NPY or null}`` (ranges: JSON, ONNX tensor -> [lo, hi]), or ``{"error": TEXT}`` when
+   calibration failed. The calibration tensors feed TensorFlow's own calibrator when the ranges leave a
+   tensor unplaced, and the INT8 file's provenance metadata. With ``report_images`` (NCHW held-out
+   images) the INT8 model's per-layer report is made here too and comes back with the result
+   (``int8_layers``). While it waits for this message the child marks its job folder (``WAITING``).
 
 The answer, ``DIR/result.json``, holds ``{"ok": true, "result": TfliteResult}`` or ``{"ok": false,
 "error": {...}}``; the parent re-raises the error as the same :class:`~ghostnet_edge.errors.GhostEdgeError`,
@@ -42,6 +43,7 @@ from typing import Any
 from ghostnet_edge import errors
 
 RESULT = "result.json"
+WAITING = "waiting-for-calibration"  # the child's FP32 work is done; it waits for the parent's ranges
 # After its TensorFlow import the converter yields to the export's main process, whose calibration pass
 # (all threads) is the longest step: it then fills the cores' idle moments instead of taking a share of
 # them. Compare with `benchmarks/export_time.py --niceness 0` (numbers in the README). The import itself
@@ -74,12 +76,36 @@ def _read_message() -> dict[str, Any] | None:
     return json.loads(line) if line.strip() else None
 
 
-def _ranges_from_parent() -> dict[str, tuple[float, float]]:
-    msg = _read_message()
-    if msg is None or "error" in msg:
-        raise errors.ExportError(f"calibration failed: {msg.get('error') if msg else 'the export stopped'}",
-                                 "see the message of the export itself")
-    return {k: (float(v[0]), float(v[1])) for k, v in json.loads(Path(msg["ranges"]).read_text()).items()}
+class _Calibration:
+    """What the parent sends once its calibration pass is done, read on first use: the ranges, the
+    calibration tensors and the per-layer report's images. While waiting the child marks its job folder
+    (``WAITING``), so the parent may give the pass this core too."""
+
+    def __init__(self, job_dir: Path) -> None:
+        self.job_dir = job_dir
+        self.msg: dict[str, Any] | None = None
+
+    def _message(self) -> dict[str, Any]:
+        if self.msg is None:
+            (self.job_dir / WAITING).touch()
+            msg = _read_message()
+            if msg is None or "error" in msg:
+                raise errors.ExportError(f"calibration failed: {msg.get('error') if msg else 'the export stopped'}",
+                                         "see the message of the export itself")
+            self.msg = msg
+        return self.msg
+
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        return {k: (float(v[0]), float(v[1])) for k, v in json.loads(Path(self._message()["ranges"]).read_text()).items()}
+
+    def tensors(self) -> Any:
+        import numpy as np
+
+        # Mapped, not read: only TensorFlow's own calibrator (a fallback) reads the images themselves.
+        return np.load(self._message()["calib"], mmap_mode="r", allow_pickle=False)
+
+    def report_images(self) -> Path | None:
+        return Path(self._message()["report_images"]) if self._message().get("report_images") else None
 
 
 def _answer(job_dir: Path, payload: dict[str, Any]) -> None:
@@ -94,15 +120,15 @@ def _convert(job: dict[str, Any]) -> dict[str, Any]:
     from ghostnet_edge.export.tflite.convert import convert_onnx_to_tflite
 
     int8 = Path(job["int8"]) if job.get("int8") else None
+    calibration = _Calibration(Path(job["dir"]))
     res = convert_onnx_to_tflite(
         Path(job["onnx"]), Path(job["fp32"]) if job.get("fp32") else None, int8,
-        # Mapped, not read: only TensorFlow's own calibrator (a fallback) reads the images themselves.
-        representative=np.load(job["calib"], mmap_mode="r", allow_pickle=False) if int8 is not None else None,
+        representative=calibration.tensors if int8 is not None else None,
         io_dtype=job["io_dtype"], per_channel=job["per_channel"], labels=job["labels"],
-        preprocessing=job["preprocessing"], ranges=_ranges_from_parent if int8 is not None else None,
+        preprocessing=job["preprocessing"], ranges=calibration.ranges if int8 is not None else None,
         hard_swish=job.get("hard_swish", "builtin"), use_cache=bool(job.get("use_cache", False)))
     out = res.to_dict()
-    report = job.get("report_images")
+    report = calibration.report_images() if int8 is not None else None
     if report and res.int8_path is not None and res.fp32_path is not None:
         # The INT8 model's per-layer report runs here, on this process's core, while the parent is still
         # busy with ONNX INT8; made in the parent it was the export's last step, on its own.
@@ -179,20 +205,27 @@ class TfliteWorker:
         except (BrokenPipeError, OSError, ValueError):
             pass  # the child is gone; result() says why
 
-    def submit(self, onnx: Path, fp32: Path | None, int8: Path | None, calib_file: Path | None,
-               io_dtype: str, per_channel: bool, labels: list[str], preprocessing: dict[str, Any],
-               hard_swish: str = "builtin", use_cache: bool = False, report_images: Path | None = None) -> None:
-        """``calib_file``: an .npy of the NCHW calibration tensors (read by the child for INT8);
-        ``report_images``: an .npy of the images of the INT8 model's per-layer report, if one is wanted."""
+    def submit(self, onnx: Path, fp32: Path | None, int8: Path | None, io_dtype: str, per_channel: bool,
+               labels: list[str], preprocessing: dict[str, Any], hard_swish: str = "builtin",
+               use_cache: bool = False) -> None:
+        """Start a job: FP32 at once; INT8 (``int8`` given) once :meth:`send_ranges` is called."""
         self.job_dir = Path(tempfile.mkdtemp(prefix="job-", dir=self.home))
         self._wants_ranges = int8 is not None
         self._send({"dir": str(self.job_dir), "onnx": str(onnx), "fp32": str(fp32) if fp32 else None,
-                    "int8": str(int8) if int8 else None, "calib": str(calib_file) if calib_file else None,
-                    "io_dtype": io_dtype, "per_channel": per_channel, "labels": labels,
-                    "preprocessing": preprocessing, "hard_swish": hard_swish, "use_cache": use_cache,
-                    "report_images": str(report_images) if report_images else None})
+                    "int8": str(int8) if int8 else None, "io_dtype": io_dtype, "per_channel": per_channel,
+                    "labels": labels, "preprocessing": preprocessing, "hard_swish": hard_swish,
+                    "use_cache": use_cache})
 
-    def send_ranges(self, ranges: dict[str, tuple[float, float]] | None, error: str | None = None) -> None:
+    def idle(self) -> bool:
+        """The child has nothing to do until the parent answers: its job is done, or it waits for ranges."""
+        if self.job_dir is None:
+            return True
+        return (self.job_dir / RESULT).is_file() or (self._wants_ranges and (self.job_dir / WAITING).is_file())
+
+    def send_ranges(self, ranges: dict[str, tuple[float, float]] | None, error: str | None = None,
+                    calib_file: Path | None = None, report_images: Path | None = None) -> None:
+        """The calibration's ranges, with ``calib_file`` (an .npy of the NCHW calibration tensors) and
+        ``report_images`` (an .npy of the INT8 per-layer report's images, if one is wanted)."""
         if not self._wants_ranges or self.job_dir is None:
             return
         self._wants_ranges = False
@@ -201,7 +234,8 @@ class TfliteWorker:
             return
         path = self.job_dir / "ranges.json"
         path.write_text(json.dumps({k: [lo, hi] for k, (lo, hi) in ranges.items()}))
-        self._send({"ranges": str(path)})
+        self._send({"ranges": str(path), "calib": str(calib_file) if calib_file else None,
+                    "report_images": str(report_images) if report_images else None})
 
     def result(self) -> dict[str, Any]:
         """The job's TfliteResult as a dict; its error re-raised as the same kind of GhostEdgeError."""
