@@ -153,7 +153,7 @@ def test_same_inputs_give_byte_identical_artifacts(full: dict, checkpoint: Path,
     report; same bytes, and the same per-layer report."""
     out2 = full["base"] / "b"
     report = export_artifacts(_cfg(checkpoint, cifar_dir, out2, threads=2))
-    assert "int8_onnx+tflite_convert (parallel)" in report.timings
+    assert "stages beside the converter (this process)" in report.timings
     assert "tflite_int8_layer_report (converter process)" in report.timings
     assert report.manifest["calibration"]["ranges"]["cache_hit"]
     for name in ("model.onnx", "model_int8.onnx", "model_fp32.tflite", "model_int8.tflite", "labels.txt"):

@@ -113,8 +113,8 @@ class ExportJob:
     artifacts: list[ArtifactReport] = field(default_factory=list)
     sections: list[dict[str, Any]] = field(default_factory=list)
     n_report: int = 0
-    # (CPU s, wall s, children's rusage) when the converter process started: the overlap's timings
-    region: tuple[float, float, Any] | None = None
+    # (CPU s, wall s) when the converter process got this export's job: the overlap's timings
+    region: tuple[float, float] | None = None
 
     @property
     def work(self) -> Path:
