@@ -3,8 +3,9 @@
 Importing TensorFlow (about 4 s) and its converter are mostly Python holding the interpreter lock; in a
 thread of the export's process they slowed the main thread's preprocessing, ONNX export and calibration
 about as much as they ran beside them. A child process runs them on another core instead: it starts with
-the export, imports TensorFlow while the parent preprocesses and exports ONNX, converts FP32 as soon as
-the verified FP32 ONNX model exists, and INT8 once the parent's calibration pass hands it the ranges.
+the export, imports TensorFlow while the parent loads the model and exports ONNX, converts FP32 as soon
+as the FP32 ONNX file exists (the parent checks it meanwhile), and INT8 once the parent's calibration
+pass hands it the ranges.
 After a job that succeeded the child waits for the next one, so the exports of one process (a curve
 sweep, calibration draws, a benchmark's repeated export) import TensorFlow once, as they did in-process.
 
@@ -44,11 +45,12 @@ from ghostnet_edge import errors
 
 RESULT = "result.json"
 WAITING = "waiting-for-calibration"  # the child's FP32 work is done; it waits for the parent's ranges
-# After its TensorFlow import the converter yields to the export's main process, whose calibration pass
-# (all threads) is the longest step: it then fills the cores' idle moments instead of taking a share of
-# them. Compare with `benchmarks/export_time.py --niceness 0` (numbers in the README). The import itself
-# runs at full priority, beside the model loading and preprocessing. GHOSTEDGE_CONVERTER_NICENESS
-# overrides it (the benchmark's --niceness).
+# After its TensorFlow import the converter yields to the export's main process. While it converts, the
+# main process keeps its thread pools off one core (ExportJob.own_threads), so the two do not compete;
+# the niceness only decides who waits when something else shares the machine: the main process, whose
+# calibration pass and checks the converter's INT8 step waits for. Compare with
+# `benchmarks/export_time.py --niceness 0`. The import itself runs at full priority, beside the model
+# loading and the ONNX export. GHOSTEDGE_CONVERTER_NICENESS overrides it (the benchmark's --niceness).
 CONVERTER_NICENESS = 10
 
 
