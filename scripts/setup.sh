@@ -123,8 +123,11 @@ PY
   fi
   echo "$stamp" > "$stamp_file"
 else
-  # Same dependencies: only (re)point the editable install at this checkout.
-  if ! "$VENV/bin/python" - "$ROOT" <<'PY' 2>/dev/null
+  # Same dependencies: only (re)point the editable install at this checkout. The check runs isolated
+  # (-I): otherwise Python puts the current folder first on sys.path, finds this checkout's package
+  # there and passes, while the installed `ghostedge` command still points at another (deleted) clone
+  # that shared the virtualenv.
+  if ! "$VENV/bin/python" -I - "$ROOT" <<'PY' 2>/dev/null
 import pathlib, sys
 import ghostnet_edge
 sys.exit(0 if pathlib.Path(ghostnet_edge.__file__).resolve().parents[1] == pathlib.Path(sys.argv[1]).resolve() else 1)
