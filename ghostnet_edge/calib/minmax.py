@@ -95,6 +95,19 @@ def augmented_model(model: Any, tensors: list[str], ranks: dict[str, int]) -> An
     return aug
 
 
+def session_options(threads: int | None) -> Any:
+    """onnxruntime options of a calibration session: every graph optimisation (the measured tensors are
+    graph outputs, which no optimisation changes), ``threads`` intra-op threads, errors only in the log."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    return opts
+
+
 def collect_minmax(model: Any, calib: np.ndarray, input_name: str, skip: Iterable[str],
                    threads: int | Callable[[], int] | None, batch: int) -> dict[str, tuple[float, float]]:
     """``(lowest, highest)`` of every calibrated tensor of ``model`` (loaded, shape-inferred) over ``calib``,
@@ -116,12 +129,7 @@ def collect_minmax(model: Any, calib: np.ndarray, input_name: str, skip: Iterabl
         return int((threads() if callable(threads) else threads) or 0)
 
     def session_with(n: int) -> Any:
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if n:
-            opts.intra_op_num_threads = n
-        opts.log_severity_level = 3
-        return ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(graph, session_options(n), providers=["CPUExecutionProvider"])
 
     current = allowed()
     session = session_with(current)

@@ -164,14 +164,11 @@ def optimized_calibration_sessions(threads: int | None) -> Iterator[None]:
         yield
         return
 
+    from ghostnet_edge.calib.minmax import session_options
+
     def create_inference_session(self: Any) -> None:
-        opts = onnxruntime.SessionOptions()
-        opts.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3
         self.infer_session = onnxruntime.InferenceSession(
-            self.augmented_model_path, sess_options=opts, providers=self.execution_providers)
+            self.augmented_model_path, sess_options=session_options(threads), providers=self.execution_providers)
 
     calibrate.CalibraterBase.create_inference_session = create_inference_session
     try:
