@@ -77,6 +77,26 @@ def test_collect_caches_and_survives_a_corrupt_entry(onnx_model: Path, calib: np
     assert [p.name for p in tmp_path.glob("*.json")] == [f"{other.key}.json"]
 
 
+def test_array_digest_hashes_the_float32_c_order_bytes_without_a_copy_when_it_can() -> None:
+    import hashlib
+
+    from ghostnet_edge.utils.hashing import array_digest
+
+    x = np.random.default_rng(3).standard_normal((4, 3, 5, 5)).astype(np.float32)
+    want = hashlib.sha256(x.tobytes()).digest()
+    assert array_digest(x) == want
+    assert array_digest(np.asfortranarray(x)) == want          # another layout: hashed as C order
+    assert array_digest(x.astype(np.float64)) == want          # another dtype: hashed as float32
+    assert array_digest(x.transpose(0, 2, 3, 1)) != want       # NHWC is other bytes
+    # the cache key is what it was when it hashed a copy
+    old = hashlib.sha256()
+    old.update(hashlib.sha256(b"model").digest())
+    old.update(repr(x.shape).encode())
+    old.update(want)
+    old.update(b"minmax\0onnxruntime 1.0\0format " + str(cr._FORMAT).encode())
+    assert cr.ranges_key(b"model", x, "minmax", "1.0") == old.hexdigest()
+
+
 def test_skipped_activation_inputs_take_their_activations_range(onnx_model: Path, calib: np.ndarray,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Leaving Relu/Clip inputs unmeasured changes no measured range (beyond float rounding of the

@@ -32,6 +32,7 @@ import numpy as np
 
 from ghostnet_edge.errors import ExportError, GhostEdgeError, require
 from ghostnet_edge.utils.atomic import atomic_write_json
+from ghostnet_edge.utils.hashing import array_digest
 from ghostnet_edge.utils.paths import cache_home
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
@@ -83,9 +84,8 @@ def ranges_key(model_bytes: bytes, calib: np.ndarray, method: str, runtime_versi
     """sha256 over everything the ranges depend on: the model, the images, the method, the calibrator."""
     h = hashlib.sha256()
     h.update(hashlib.sha256(model_bytes).digest())
-    arr = np.ascontiguousarray(calib, dtype=np.float32)
-    h.update(repr(arr.shape).encode())
-    h.update(hashlib.sha256(arr.tobytes()).digest())
+    h.update(repr(tuple(calib.shape)).encode())
+    h.update(array_digest(calib))
     h.update(f"{method}\0onnxruntime {runtime_version}\0format {_FORMAT}".encode())
     return h.hexdigest()
 

@@ -39,6 +39,7 @@ from ghostnet_edge.export import conversion_cache as cc
 from ghostnet_edge.export.tflite import metadata as md
 from ghostnet_edge.export.tflite.ranges import quantize_with_ranges
 from ghostnet_edge.utils.atomic import atomic_write_bytes
+from ghostnet_edge.utils.hashing import array_digest
 
 IO_DTYPES = ("int8", "uint8", "float32")
 
@@ -107,12 +108,6 @@ def _check_representative(rep: Any, nchw: tuple[int, int, int, int]) -> np.ndarr
 def _nhwc(rep: np.ndarray) -> np.ndarray:
     """NCHW calibration tensors as the float32 NHWC images TensorFlow's calibrator feeds."""
     return np.ascontiguousarray(np.asarray(rep, dtype=np.float32).transpose(0, 2, 3, 1))
-
-
-def _sha256_nchw(rep: np.ndarray) -> str:
-    """sha256 of the calibration tensors as float32 NCHW in C order (hashed in place when they are so)."""
-    arr = rep if rep.dtype == np.float32 and rep.flags.c_contiguous else np.ascontiguousarray(rep, np.float32)
-    return hashlib.sha256(memoryview(arr).cast("B")).hexdigest()
 
 
 def _check_labels(labels: Any, num_classes: int | None) -> list[str] | None:
@@ -306,7 +301,7 @@ def convert_onnx_to_tflite(
                                              use_cache, code)
         info = {**base_info, "precision": "int16x8" if int16_activations else "int8", "io_dtype": io_dtype,
                 "per_channel": per_channel, "num_representative": int(rep.shape[0]),
-                "representative_nchw_sha256": _sha256_nchw(rep)}
+                "representative_nchw_sha256": array_digest(rep).hex()}
         model = _with_metadata(model, labels, prep, info, name)
         in_q, out_q = _io_quant(model)
         atomic_write_bytes(out_int8, model)
