@@ -21,6 +21,12 @@ from ghostnet_edge.errors import DataError
 CLASS_INDEX_FILE = "imagenet_class_index.json"
 _WNID = re.compile(r"^n\d{8}$")
 _WNID_PREFIX = re.compile(r"^(n\d{8})_")
+_SPLIT_DIRS = {
+    "train": ("train", "training"),
+    "val": ("val", "validation", "valid", "test"),
+    "test": ("test", "val", "validation", "valid"),
+}
+_ALL_SPLIT_DIRS = frozenset(name for names in _SPLIT_DIRS.values() for name in names)
 
 
 def image_label(path: Path, root: Path) -> str | None:
@@ -32,12 +38,6 @@ def image_label(path: Path, root: Path) -> str | None:
         return rel.parts[-2]
     m = _WNID_PREFIX.match(rel.name)
     return m.group(1) if m else None
-_SPLIT_DIRS = {
-    "train": ("train", "training"),
-    "val": ("val", "validation", "valid", "test"),
-    "test": ("test", "val", "validation", "valid"),
-}
-_ALL_SPLIT_DIRS = frozenset(name for names in _SPLIT_DIRS.values() for name in names)
 
 
 def folder_dataset(path: Path, split: str, preprocess: Preprocess | None, skip_bad_images: bool = False,
