@@ -1,7 +1,9 @@
 """Per-channel INT8 weight scales of every Conv, computed at once, handed to onnxruntime's quantizer.
 
 onnxruntime's ``quantize_static`` computes a per-channel weight's scale in Python one channel at a time
-(GhostNet 1.0x: 18,188 channels, about 40 % of its quantization time). It also accepts precomputed
+(GhostNet 1.0x: 18,188 channels; the export's ``onnx_quantize`` stage took 2.8-3.6 s with that loop
+and 1.4-1.8 s without, in ``benchmarks/export_time.py`` on the project's AMD EPYC,
+docs/results/export_time_amd.md). It also accepts precomputed
 scales and zero points per tensor (``extra_options["TensorQuantOverrides"]``) and then skips that loop.
 :func:`conv_weight_overrides` computes them with the same formula, vectorised over channels, so the
 quantized model is byte for byte the one onnxruntime makes on its own (``tests/test_onnx_weight_params.py``):
