@@ -158,6 +158,34 @@ def test_tensors_use_the_eval_preprocessing_and_the_cache(folder: Path, tmp_path
     assert [p.name for p in cache.iterdir()] == [f"{first.key}.npy"]  # no temporary files left
 
 
+def test_a_full_cache_disk_keeps_the_images_in_memory(folder: Path, tmp_path: Path, monkeypatch) -> None:
+    """The entry's blocks are reserved before the images are written through its mapping: a disk that
+    cannot hold it raises there (not SIGBUS mid-write), and the export goes on without the cache."""
+    import errno
+
+    files = list_images(folder)[:4]
+    cache = tmp_path / "cache"
+    expected = calibration_tensors(files, _pre(), use_cache=False).array
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    batch = calibration_tensors(files, _pre(), cache_dir=cache)
+    assert batch.cache_file is None and not batch.cache_hit
+    np.testing.assert_array_equal(batch.array, expected)
+    assert not any(cache.iterdir())  # no partial entry left behind
+
+
+def test_a_cached_batch_is_read_only(folder: Path, tmp_path: Path) -> None:
+    """Writing into a batch would change the cache entry it maps under the next export."""
+    files = list_images(folder)[:3]
+    for _ in range(2):  # freshly decoded, then a cache hit
+        batch = calibration_tensors(files, _pre(), cache_dir=tmp_path)
+        with pytest.raises(ValueError):
+            batch.array[0, 0, 0, 0] = 1.0
+
+
 def test_cache_key_changes_with_file_or_preprocessing(folder: Path) -> None:
     files = list_images(folder)[:3]
     k = cache_key(files, _pre().describe())
@@ -179,10 +207,12 @@ def test_unreadable_images_are_named(folder: Path, tmp_path: Path) -> None:
 def test_corrupt_cache_entry_is_rebuilt(folder: Path, tmp_path: Path) -> None:
     files = list_images(folder)[:2]
     first = calibration_tensors(files, _pre(), cache_dir=tmp_path)
-    first.cache_file.write_bytes(b"garbage")
+    expected = np.array(first.array)  # a copy: the batch maps the entry, which is now overwritten in place
+    del first
+    (tmp_path / f"{cache_key(files, _pre().describe())}.npy").write_bytes(b"garbage")
     again = calibration_tensors(files, _pre(), cache_dir=tmp_path)
     assert not again.cache_hit
-    np.testing.assert_array_equal(again.array, first.array)
+    np.testing.assert_array_equal(again.array, expected)
 
 
 def test_prune_keeps_the_most_recent(tmp_path: Path) -> None:

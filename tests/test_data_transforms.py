@@ -14,6 +14,7 @@ from ghostnet_edge.data.transforms import (
     crop_flip,
     draw_crop_flip,
     normalize,
+    normalize_chw,
     random_resized_crop_box,
     resize_shorter,
     resized_shorter_size,
@@ -82,6 +83,18 @@ def test_cifar_eval_leaves_32x32_untouched_and_accepts_arrays():
     np.testing.assert_array_equal(pre(arr), pre(Image.fromarray(arr)))
     np.testing.assert_array_equal(pre(arr), to_chw(normalize(arr, pre.mean, pre.std)))
     assert pre(Image.new("RGB", (64, 48))).shape == (3, 32, 32)
+
+
+def test_normalize_chw_is_normalize_then_to_chw_bit_for_bit():
+    every_value = np.arange(256 * 3, dtype=np.int64).reshape(16, 16, 3) % 256
+    for arr in (every_value.astype(np.uint8), np.stack([every_value.astype(np.uint8)] * 2)[:, 1:, 2:]):
+        for mean, std in (((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), ((0.5,) * 3, (0.5,) * 3)):
+            ref = to_chw(normalize(arr, mean, std))
+            got = normalize_chw(arr, mean, std)
+            assert got.dtype == np.float32 and got.shape == ref.shape
+            np.testing.assert_array_equal(got.view(np.uint32), ref.view(np.uint32))
+    out = np.zeros((3, 16, 16), np.float32)
+    assert normalize_chw(every_value.astype(np.uint8), (0.5,) * 3, (0.5,) * 3, out) is out
 
 
 def test_crop_flip_matches_a_plain_reference():

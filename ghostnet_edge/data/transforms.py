@@ -93,6 +93,23 @@ def to_chw(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(arr, -1, -3))
 
 
+def normalize_chw(arr: np.ndarray, mean: Sequence[float], std: Sequence[float],
+                  out: np.ndarray | None = None) -> np.ndarray:
+    """``to_chw(normalize(arr, mean, std))`` bit for bit, written channel-first into ``out`` (new when None).
+
+    The same float32 operations in the same order, done in place on the channel-first copy: no
+    float intermediate in HWC order to transpose afterwards. About a tenth of the time, which the
+    256 calibration images of every export pay.
+    """
+    if out is None:
+        out = np.empty((*arr.shape[:-3], arr.shape[-1], *arr.shape[-3:-1]), dtype=np.float32)
+    out[...] = np.moveaxis(arr, -1, -3)
+    out /= np.float32(255.0)
+    out -= np.asarray(mean, dtype=np.float32)[:, None, None]
+    out /= np.asarray(std, dtype=np.float32)[:, None, None]
+    return out
+
+
 def draw_crop_flip(rng: np.random.Generator, n: int, padding: int, flip_p: float = 0.5) -> np.ndarray:
     """CIFAR augmentation parameters for ``n`` images: int rows ``(top, left, flip)``.
 
@@ -263,9 +280,10 @@ class Preprocess:
 
     # ---- full pipeline ----------------------------------------------------------------------------
 
-    def finish(self, arr: np.ndarray) -> np.ndarray:
-        """uint8 ``HWC`` or ``NHWC`` at the input size -> normalised float32 ``CHW`` / ``NCHW``."""
-        return to_chw(normalize(arr, self.mean, self.std))
+    def finish(self, arr: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """uint8 ``HWC`` or ``NHWC`` at the input size -> normalised float32 ``CHW`` / ``NCHW`` (into
+        ``out`` when given)."""
+        return normalize_chw(arr, self.mean, self.std, out)
 
     def __call__(self, img: Image.Image | np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
         """One RGB image -> float32 CHW. Training mode needs ``rng`` (seeded by the caller)."""
