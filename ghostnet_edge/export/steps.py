@@ -389,7 +389,7 @@ def layer_report(job: ExportJob, art: Artifact, check: dict[str, Any]) -> dict[s
     if art.format == "onnx":
         from ghostnet_edge.export.onnx.layers import per_layer_sqnr
 
-        rows = rp.onnx_layer_rows(per_layer_sqnr(fp32, job.path(art), x, job.work, threads=job.own_threads))
+        rows = rp.onnx_layer_rows(per_layer_sqnr(fp32, job.path(art), x, threads=job.own_threads))
     elif job.tflite_layers is not None:  # made by the converter process, on the same images
         from ghostnet_edge.export.tflite.layers import LayerSqnr
 
