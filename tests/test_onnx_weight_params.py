@@ -1,4 +1,5 @@
-"""Precomputed Conv weight scales (export/onnx/weight_params.py) give onnxruntime's own INT8 model, byte for byte."""
+"""Precomputed Conv weight scales and all-channel rounding (export/onnx/weight_params.py) give onnxruntime's own INT8
+model, byte for byte."""
 
 from __future__ import annotations
 
@@ -49,3 +50,36 @@ def test_quantized_model_is_byte_identical(name: str, tmp_path: Path) -> None:
                           precomputed_weights=precomputed)
             digests.append(hashlib.sha256(out.read_bytes()).hexdigest())
         assert digests[0] == digests[1], act
+
+
+def test_rounding_all_channels_at_once_matches_onnxruntimes_per_channel_rounding() -> None:
+    from onnx import TensorProto
+    from onnxruntime.quantization.quant_utils import get_qmin_qmax_for_qType, quantize_nparray
+
+    rng = np.random.default_rng(2)
+    w = (rng.standard_normal((6, 4, 3, 3)) * 3).astype(np.float32)
+    scale = rng.uniform(0.01, 0.05, 6).astype(np.float32)
+    w[0] = (np.arange(36, dtype=np.float32).reshape(4, 3, 3) - 17.5) * scale[0]  # halves: round half to even
+    w[1] *= 100  # far outside the range: clipped
+    for qtype, dtype in ((TensorProto.INT8, np.int8), (TensorProto.UINT8, np.uint8)):
+        zp = (np.zeros(6) if qtype == TensorProto.INT8 else rng.integers(0, 255, 6)).astype(dtype)
+        qmin, qmax = get_qmin_qmax_for_qType(qtype, reduce_range=False, symmetric=False)
+        for axis in (0, 1):
+            n = w.shape[axis]
+            got = wp.round_per_channel(w, scale[:n], zp[:n], axis, qmin, qmax, dtype)
+            want = np.stack([quantize_nparray(qtype, w.take(c, axis).ravel(), scale[c], zp[c]).reshape(
+                w.take(c, axis).shape) for c in range(n)], axis)
+            assert got.dtype == want.dtype and np.array_equal(got, want), (qtype, axis)
+
+
+def test_vectorized_rounding_is_undone_after_quantizing() -> None:
+    from onnxruntime.quantization import qdq_quantizer
+
+    original = qdq_quantizer.quantize_onnx_initializer
+    with wp.vectorized_weight_rounding() as active:
+        assert active  # the onnxruntime this project pins: the replacement applies
+        assert qdq_quantizer.quantize_onnx_initializer is not original
+    assert qdq_quantizer.quantize_onnx_initializer is original
+    with pytest.raises(RuntimeError), wp.vectorized_weight_rounding():
+        raise RuntimeError("a failed quantization")
+    assert qdq_quantizer.quantize_onnx_initializer is original

@@ -159,7 +159,8 @@ def quantize_onnx(fp32_path: Path | str, out_path: Path | str, calib: np.ndarray
     inference and graph optimisation) first. It is off by default: on our onnxsim-simplified graphs (BN
     already folded, shapes already inferred) it produced the identical QDQ graph for GhostNet 1.0x and
     cost ~4 s. ``precomputed_weights`` hands onnxruntime the Conv weights' per-channel scales computed at
-    once (:mod:`.weight_params`; the same model, faster); off, onnxruntime computes them channel by channel.
+    once and has it round all channels of a weight at once (:mod:`.weight_params`; the same model, faster);
+    off, onnxruntime does both channel by channel.
     """
     check_method(method)
     onnx = require("onnx", "onnx", "INT8 ONNX quantization")
@@ -185,12 +186,13 @@ def quantize_onnx(fp32_path: Path | str, out_path: Path | str, calib: np.ndarray
 
             quant_pre_process(str(source), str(pre_path), skip_symbolic_shape=False)
             source = pre_path
+        from ghostnet_edge.export.onnx.weight_params import conv_weight_overrides, vectorized_weight_rounding
+
         extra: dict[str, Any] = {"WeightSymmetric": True}
         if per_channel and precomputed_weights:
-            from ghostnet_edge.export.onnx.weight_params import conv_weight_overrides
-
             extra["TensorQuantOverrides"] = conv_weight_overrides(onnx.load(str(source)), activation.reduce_range)
-        with quiet_onnxruntime(), _precomputed_ranges(ranges, cache_file) as given:
+        rounding = vectorized_weight_rounding() if precomputed_weights else contextlib.nullcontext()
+        with quiet_onnxruntime(), _precomputed_ranges(ranges, cache_file) as given, rounding:
             quantize_static(
                 str(source), str(tmp_out), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                 reduce_range=activation.reduce_range,

@@ -15,10 +15,20 @@ quantized model is byte for byte the one onnxruntime makes on its own (``tests/t
 
 Only 4-D Conv weights (per-channel axis 0, the axis onnxruntime uses for Conv) are given; everything
 else (Gemm and MatMul weights, biases, activations) is left to onnxruntime.
+
+The quantizer then rounds the weights to integers one channel at a time as well (``quantize_nparray`` per
+channel, the same 18,188 calls): :func:`vectorized_weight_rounding` has it round all channels of a tensor
+in one NumPy expression of the same float32 operations (``tests/test_onnx_weight_params.py`` compares
+the models byte for byte). That halved onnxruntime's ``quantize_static`` for GhostNet 1.0x (1.9-2.0 s to
+1.1 s, measured side by side on the project's AMD EPYC).
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -52,3 +62,50 @@ def conv_weight_overrides(model: Any, reduce_range: bool = False) -> dict[str, l
         out[init.name] = [{"scale": float(s), "zero_point": 0, **({"axis": 0} if i == 0 else {})}
                           for i, s in enumerate(scales)]
     return out
+
+
+# The arguments of onnxruntime's quantize_onnx_initializer this replacement was written against; another
+# onnxruntime whose function takes others keeps its own.
+_ROUNDING_PARAMS = ("weight", "quant_type", "zero_point", "scale", "axis", "quant_weight_name", "block_size")
+_PATCH_LOCK = threading.Lock()
+
+
+def round_per_channel(weight: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: int, qmin: int,
+                      qmax: int, dtype: Any) -> np.ndarray:
+    """``clip(round(w / scale_c) + zero_point_c, qmin, qmax)`` along ``axis``, in float32 like onnxruntime's
+    ``quantize_nparray`` applied channel by channel, then cast to ``dtype``."""
+    shape = [1] * weight.ndim
+    shape[axis] = -1
+    q = (weight.astype(np.float32) / np.asarray(scale).reshape(shape)).round() + np.asarray(zero_point).reshape(shape)
+    np.clip(q, qmin, qmax, out=q)
+    return q.astype(dtype)
+
+
+@contextlib.contextmanager
+def vectorized_weight_rounding() -> Iterator[bool]:
+    """While active, onnxruntime's QDQ quantizer rounds 8-bit per-channel weights with
+    :func:`round_per_channel`; every other case (per-tensor, blocks, other types) stays its own. Yields
+    whether the replacement is in place (an onnxruntime with another function signature keeps its own)."""
+    from onnxruntime.quantization import qdq_quantizer, quant_utils
+
+    original = getattr(qdq_quantizer, "quantize_onnx_initializer", None)
+    if original is None or tuple(inspect.signature(original).parameters) != _ROUNDING_PARAMS:
+        yield False
+        return
+    from onnx import TensorProto, numpy_helper
+
+    def rounded(weight: Any, quant_type: int, zero_point: np.ndarray, scale: np.ndarray, axis: int | None = None,
+                quant_weight_name: str | None = None, block_size: int = 0) -> Any:
+        if axis is None or block_size or quant_type not in (TensorProto.INT8, TensorProto.UINT8):
+            return original(weight, quant_type, zero_point, scale, axis, quant_weight_name, block_size)
+        qmin, qmax = quant_utils.get_qmin_qmax_for_qType(quant_type, reduce_range=False, symmetric=False)
+        q = round_per_channel(quant_utils.tensor_proto_to_array(weight), scale, zero_point, axis, qmin, qmax,
+                              quant_utils.ONNX_TYPE_TO_NP_TYPE[quant_type])
+        return numpy_helper.from_array(q, quant_weight_name or f"{weight.name}{quant_utils.TENSOR_NAME_QUANT_SUFFIX}")
+
+    with _PATCH_LOCK:
+        qdq_quantizer.quantize_onnx_initializer = rounded
+        try:
+            yield True
+        finally:
+            qdq_quantizer.quantize_onnx_initializer = original
