@@ -52,7 +52,7 @@ def test_failed_calibration_reaches_the_child(tmp_path: Path) -> None:
     try:
         worker.submit(onnx_path, tmp_path / "f.tflite", tmp_path / "q.tflite", "int8", True,
                       ["a", "b", "c"], {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]})
-        worker.send_ranges(None, error="the calibration images ran out", calib_file=calib)
+        worker.hand_over(None, error="the calibration images ran out", calib_file=calib)
         with pytest.raises(ExportError, match="calibration failed: the calibration images ran out"):
             worker.result()
     finally:
@@ -60,9 +60,10 @@ def test_failed_calibration_reaches_the_child(tmp_path: Path) -> None:
     assert not (tmp_path / "q.tflite").exists()
 
 
-def test_fp32_first_then_int8_with_the_ranges_and_the_layer_report(tmp_path: Path) -> None:
+def test_fp32_first_then_int8_with_the_ranges_the_layer_report_and_the_checks(tmp_path: Path) -> None:
     """The child converts FP32 at once, then says it waits (``idle``) until the ranges, the calibration
-    tensors and the report images arrive; the INT8 model and its per-layer report come back."""
+    tensors, the report images and the held-out images arrive; the INT8 model, its per-layer report and
+    every ``verify`` model's logits on the held-out images come back."""
     import time
 
     from ghostnet_edge.calib.ranges import collect_ranges
@@ -74,19 +75,28 @@ def test_fp32_first_then_int8_with_the_ranges_and_the_layer_report(tmp_path: Pat
     np.save(tmp_path / "report.npy", x[:2])
     worker = w.TfliteWorker().start()
     try:
+        verify = {"onnx": (onnx_path, "onnxruntime"), "tflite": (tmp_path / "f.tflite", "auto"),
+                  "tflite-int8": (tmp_path / "q.tflite", "auto")}
         worker.submit(onnx_path, tmp_path / "f.tflite", tmp_path / "q.tflite", "int8", True,
-                      ["a", "b", "c"], {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]})
+                      ["a", "b", "c"], {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}, verify=verify)
         deadline = time.monotonic() + 120
         while not worker.idle() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert worker.idle() and (tmp_path / "f.tflite").is_file() and not (tmp_path / "q.tflite").exists()
         ranges = collect_ranges(onnx_path, x, "minmax", threads=1, use_cache=False).ranges
-        worker.send_ranges(ranges, calib_file=tmp_path / "calib.npy", report_images=tmp_path / "report.npy")
+        np.save(tmp_path / "verify.npy", x[2:5])
+        worker.hand_over(ranges, calib_file=tmp_path / "calib.npy", report_images=tmp_path / "report.npy",
+                         verify_images=tmp_path / "verify.npy")
         res = worker.result()
     finally:
         worker.close()
     assert res["int8_bytes"] > 0 and res["ranges_source"].startswith("shared calibration ranges")
     assert res["int8_layers"] and all(set(d) >= {"name", "op", "sqnr_db"} for d in res["int8_layers"])
+    from ghostnet_edge.runtime.backends import run_artifact
+
+    assert set(res["verify_logits"]) == set(verify)
+    for key, (path, runtime) in verify.items():  # the same runner, the same logits as in this process
+        np.testing.assert_array_equal(res["verify_logits"][key], run_artifact(path, x[2:5], 1, runtime))
 
 
 def test_a_child_that_dies_is_named_and_an_abandoned_one_is_stopped(tmp_path: Path) -> None:

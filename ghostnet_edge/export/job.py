@@ -90,6 +90,7 @@ class ExportJob:
     trained: bool
     threads: int
     worker: Any = None              # the TFLite converter process (2+ threads), else None
+    prefetch: Any = None            # the process decoding the image sets into the cache (calib/prefetch.py)
     # ---- filled by the stages ----
     reference_model: Any = None     # the network as loaded (before branch folding): PyTorch's reference
     preprocess: Any = None
@@ -100,6 +101,7 @@ class ExportJob:
     verify_set: Any = None
     calib_batch: Any = None         # TensorBatch of the calibration images
     xv: np.ndarray | None = None    # held-out images (N, C, H, W) and their labels
+    xv_file: Path | None = None     # the held-out images' cache entry (.npy), when they have one
     yv: np.ndarray | None = None
     xc: np.ndarray | None = None    # calibration images
     val: tuple[np.ndarray, np.ndarray] | None = None  # labelled validation images (--val-data)
@@ -108,6 +110,7 @@ class ExportJob:
     ranges: Any = None              # TensorRanges of the calibration pass
     tflite_result: Any = None
     tflite_layers: list[dict[str, Any]] | None = None  # the INT8 per-layer report from the converter process
+    verify_logits: dict[str, np.ndarray] = field(default_factory=dict)  # from the converter process, by key
     tflite_budget: dict[str, Any] | None = None
     quantization: dict[str, Any] | None = None
     artifacts: list[ArtifactReport] = field(default_factory=list)

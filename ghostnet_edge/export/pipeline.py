@@ -61,7 +61,7 @@ def export_artifacts(config: ExportConfig) -> ExportReport:
     worker = None
     if "tflite" in cfg.formats and threads >= 2 and options.installed("tensorflow"):
         worker = tflite_worker.acquire()
-    ok = False
+    ok, prefetch = False, None
     try:
         with timer.stage("load_model"):
             model, spec, meta, trained = load_for_export(cfg, warnings)
@@ -70,11 +70,17 @@ def export_artifacts(config: ExportConfig) -> ExportReport:
             check_output_dir(out, cfg.force, inputs, needed_bytes=needed if CHECK_SPACE_UP_FRONT else 0)
         with timer.stage("select_images"):  # before any conversion, so a bad image set fails fast
             calib_set, verify_set = draw_image_sets(cfg, warnings)
+            if threads >= 2 and cfg.use_cache:  # decoded on another core while this one exports ONNX
+                from ghostnet_edge.calib import prefetch as pf
+                from ghostnet_edge.data import Preprocess
+
+                prefetch = pf.start([s.files for s in (verify_set, calib_set) if getattr(s, "files", None)],
+                                    Preprocess.from_spec(spec))
         with timer.stage("dependencies"):
             options.check_dependencies(cfg)
         with atomic_dir(out, force=cfg.force) as staging:
             job = ExportJob(cfg, staging, timer, warnings, model, spec, meta, trained, threads, worker,
-                            calib_set=calib_set, verify_set=verify_set)
+                            calib_set=calib_set, verify_set=verify_set, prefetch=prefetch)
             try:
                 report = _run(job)
             except Exception as exc:
@@ -84,6 +90,8 @@ def export_artifacts(config: ExportConfig) -> ExportReport:
                 raise
         ok = True
     finally:
+        if prefetch is not None:
+            prefetch.stop()  # done long before, unless the export failed or was interrupted first
         if worker is not None:
             tflite_worker.release(worker, healthy=ok)  # a failed or interrupted job: the child is stopped
     report.out_dir, report.cpu_timings = out, dict(timer.cpu)
@@ -106,12 +114,18 @@ def _run(job: ExportJob) -> ExportReport:
     steps.prepare_images(job)
     steps.pytorch_reference(job)
     job.n_report = report_image_count(job.cfg.report_images, tuple(job.spec.input_size[-2:]), len(job.xv))
-    steps.check_artifact(job, source)
+    if not steps.checked_by_converter(job, source):
+        steps.check_artifact(job, source)
     steps.calibrate(job)
-    for art in planned_artifacts(job.cfg):
+    steps.hand_over(job)
+    planned = planned_artifacts(job.cfg)
+    for art in planned:
         if art is not source:
             steps.CONVERTERS[art.convert](job, art)
             steps.check_artifact(job, art)
+    if steps.checked_by_converter(job, source):  # its logits came back with the TFLite conversion
+        steps.check_artifact(job, source)
+        job.artifacts.sort(key=lambda a: [p.file for p in planned].index(a.name))
     steps.tflite_budget(job)
     with job.timer.stage("manifest"):
         manifest = steps.write_reports(job)

@@ -62,8 +62,10 @@ def prepare_images(job: ExportJob) -> None:
 
     cfg = job.cfg
     with job.timer.stage("preprocess"):
+        if job.prefetch is not None:  # then each set is a cache hit, or decoded here as before
+            job.prefetch.wait()
         verify_batch, calib_batch = decode_all([job.verify_set, job.calib_set], job.preprocess, cfg.use_cache)
-        job.xv, job.calib_batch = verify_batch.array, calib_batch
+        job.xv, job.xv_file, job.calib_batch = verify_batch.array, verify_batch.cache_file, calib_batch
         job.xc = calib_batch.array if calib_batch is not None else None
         job.yv = label_indices(job.verify_set.labels, job.labels, job.wnids)
         if cfg.val_data is not None:
@@ -167,7 +169,20 @@ def start_tflite(job: ExportJob) -> None:
     t_int8 = job.staging / TFLITE_INT8 if cfg.int8 else None
     job.worker.submit(job.path(BY_KEY["onnx"]), job.path(BY_KEY["tflite"]), t_int8, cfg.io_dtype,
                       cfg.per_channel, job.labels, {**job.prep_desc, "layout": "NHWC"}, hard_swish_form(cfg),
-                      cfg.use_cache)
+                      cfg.use_cache, verify={key: (job.path(BY_KEY[key]), BY_KEY[key].runtime)
+                                             for key in CHECKED_BY_CONVERTER if key != "tflite-int8" or cfg.int8})
+
+
+# The artifacts whose held-out run the converter process makes once its conversions are done: the parent is
+# then still quantizing and checking ONNX INT8, and the converter's core would idle. The FP32 ONNX model's
+# check therefore comes after the TFLite conversion (a failure still stops the export before any file is
+# kept); the ONNX INT8 model is checked here, since its file is made here last.
+CHECKED_BY_CONVERTER = ("onnx", "tflite", "tflite-int8")
+
+
+def checked_by_converter(job: ExportJob, art: Artifact) -> bool:
+    """Whether ``art``'s held-out logits come from the converter process in this export."""
+    return job.parallel and art.key in CHECKED_BY_CONVERTER
 
 
 def calibrate(job: ExportJob) -> None:
@@ -184,19 +199,31 @@ def calibrate(job: ExportJob) -> None:
                                         lambda: job.own_threads, use_cache=job.cfg.use_cache)
     except BaseException as exc:
         if job.converting:  # the converter waits for ranges: tell it why none come
-            job.worker.send_ranges(None, error=str(exc) or type(exc).__name__)
+            job.worker.hand_over(None, error=str(exc) or type(exc).__name__)
         raise
-    if job.converting:
-        batch = job.calib_batch
-        calib_file = batch.cache_file if batch.cache_file and batch.cache_file.is_file() else None
-        if calib_file is None:  # no cache: hand the tensors over in the work folder
-            calib_file = job.work / "calib.npy"
-            np.save(calib_file, job.xc)
-        report = None
+
+
+def hand_over(job: ExportJob) -> None:
+    """Send the converter process what it waits for: the ranges (INT8), the calibration tensors, the INT8
+    report's images and the held-out images, as files (cache entries are passed as they are)."""
+    if not job.converting:
+        return
+
+    def as_file(arr: np.ndarray, cached: Path | None, name: str) -> Path:
+        if cached is not None and cached.is_file():
+            return cached
+        path = job.work / name  # no cache entry: hand the tensors over in the work folder
+        np.save(path, arr)
+        return path
+
+    calib_file = report = None
+    if job.ranges is not None:
+        calib_file = as_file(job.xc, job.calib_batch.cache_file, "calib.npy")
         if BY_KEY["tflite-int8"].layer_report and job.n_report:
             report = job.work / "report_images.npy"
             np.save(report, job.xv[:job.n_report])
-        job.worker.send_ranges(job.ranges.ranges, calib_file=calib_file, report_images=report)
+    job.worker.hand_over(job.ranges.ranges if job.ranges is not None else None, calib_file=calib_file,
+                         report_images=report, verify_images=as_file(job.xv, job.xv_file, "verify_images.npy"))
 
 
 def quantize_onnx(job: ExportJob, art: Artifact) -> None:
@@ -262,6 +289,9 @@ def convert_tflite(job: ExportJob, art: Artifact) -> None:
         job.tflite_layers = answer.pop("int8_layers", None)
         if job.tflite_layers is not None:
             timer.timings["tflite_int8_layer_report (converter process)"] = answer.pop("int8_layers_seconds")
+        job.verify_logits = answer.pop("verify_logits", None) or {}
+        if job.verify_logits:
+            timer.timings["held-out runs (converter process)"] = answer.pop("verify_seconds")
         res = TfliteResult.from_dict(answer)
         cpu0, t0 = job.region
         timer.timings["tflite_convert (own process)"] = time.perf_counter() - t0
@@ -357,7 +387,9 @@ def check_artifact(job: ExportJob, art: Artifact) -> None:
 
     cpu = not job.converting  # CPU time is per process: not while the converter process overlaps
     with job.timer.stage(f"{art.stage}_verify", cpu=cpu):
-        out = run(job, art, job.xv)
+        out = job.verify_logits.pop(art.key, None)
+        if out is None:
+            out = run(job, art, job.xv)
         if art.check == "max-diff":
             check = checks.check_fp32(art.file, job.ref, out, fp32_limit(job, out), job.yv)
             check.notes.append(fp32_note(job))

@@ -37,7 +37,8 @@ class TorchModel(dr.Model):
         self.y = None
 
     def set_input(self, native) -> None:
-        self.x = self.torch.from_numpy(native)
+        # A read-only array (cached image tensors are mapped read-only) is copied: from_numpy needs writable.
+        self.x = self.torch.from_numpy(native if native.flags.writeable else native.copy())
 
     def invoke(self) -> None:
         with self.torch.inference_mode():

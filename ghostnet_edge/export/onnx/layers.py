@@ -231,6 +231,8 @@ def per_layer_sqnr(fp32_path: Path | str, qdq_path: Path | str, x: np.ndarray, b
     fp32 = onnx.shape_inference.infer_shapes(onnx.load(str(fp32_path)))
     qdq = onnx.shape_inference.infer_shapes(onnx.load(str(qdq_path)))
     pairs = _activation_pairs(fp32, qdq)
+    if not pairs:  # not onnxruntime's Q/DQ naming (an NNCF model): nothing to pair
+        return []
     model, outputs = comparison_graph(fp32, qdq, pairs)
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL

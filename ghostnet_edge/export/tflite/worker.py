@@ -11,14 +11,18 @@ sweep, calibration draws, a benchmark's repeated export) import TensorFlow once,
 
 Protocol (one JSON object per line on the child's stdin; answers in files):
 
-1. a job: the folder for its answer, ONNX path, output paths, I/O type, labels, preprocessing
+1. a job: the folder for its answer, ONNX path, output paths, I/O type, labels, preprocessing, and
+   optionally ``verify`` (artifact key -> [path, runtime]: the models to run on the held-out images)
    (``{"stop": true}`` or end of input ends the child); the FP32 model is converted at once;
-2. only when the job has INT8 output, once the parent has calibrated: ``{"ranges": FILE, "calib": NPY,
-   "report_images": NPY or null}`` (ranges: JSON, ONNX tensor -> [lo, hi]), or ``{"error": TEXT}`` when
-   calibration failed. The calibration tensors feed TensorFlow's own calibrator when the ranges leave a
-   tensor unplaced, and the INT8 file's provenance metadata. With ``report_images`` (NCHW held-out
-   images) the INT8 model's per-layer report is made here too and comes back with the result
-   (``int8_layers``). While it waits for this message the child marks its job folder (``WAITING``).
+2. only when the job has INT8 output or ``verify``, once the parent has its images (and, for INT8, has
+   calibrated): ``{"ranges": FILE or null, "calib": NPY, "report_images": NPY or null, "verify_images":
+   NPY or null}`` (ranges: JSON, ONNX tensor -> [lo, hi]), or ``{"error": TEXT}`` when the parent failed
+   first. The calibration tensors feed TensorFlow's own calibrator when the ranges leave a tensor
+   unplaced, and the INT8 file's provenance metadata. With ``report_images`` (NCHW held-out images) the
+   INT8 model's per-layer report is made here too and comes back with the result (``int8_layers``). With
+   ``verify_images`` the ``verify`` models' logits on them come back (``verify_logits``: key -> NPY,
+   loaded by :meth:`TfliteWorker.result`); the parent compares them with PyTorch's. While it waits for
+   this message the child marks its job folder (``WAITING``).
 
 The answer, ``DIR/result.json``, holds ``{"ok": true, "result": TfliteResult}`` or ``{"ok": false,
 "error": {...}}``; the parent re-raises the error as the same :class:`~ghostnet_edge.errors.GhostEdgeError`,
@@ -78,10 +82,11 @@ def _read_message() -> dict[str, Any] | None:
     return json.loads(line) if line.strip() else None
 
 
-class _Calibration:
-    """What the parent sends once its calibration pass is done, read on first use: the ranges, the
-    calibration tensors and the per-layer report's images. While waiting the child marks its job folder
-    (``WAITING``), so the parent may give the pass this core too."""
+class _Handover:
+    """What the parent sends once its images are decoded and, for INT8, its calibration pass is done, read
+    on first use: the ranges, the calibration tensors, the per-layer report's images and the held-out
+    images. While waiting the child marks its job folder (``WAITING``), so the parent may give its
+    calibration pass this core too."""
 
     def __init__(self, job_dir: Path) -> None:
         self.job_dir = job_dir
@@ -98,7 +103,11 @@ class _Calibration:
         return self.msg
 
     def ranges(self) -> dict[str, tuple[float, float]]:
-        return {k: (float(v[0]), float(v[1])) for k, v in json.loads(Path(self._message()["ranges"]).read_text()).items()}
+        path = self._message().get("ranges")
+        if not path:
+            raise errors.ExportError("the export sent no calibration ranges for the INT8 model",
+                                     "report this: the export and its converter process disagree")
+        return {k: (float(v[0]), float(v[1])) for k, v in json.loads(Path(path).read_text()).items()}
 
     def tensors(self) -> Any:
         import numpy as np
@@ -108,6 +117,9 @@ class _Calibration:
 
     def report_images(self) -> Path | None:
         return Path(self._message()["report_images"]) if self._message().get("report_images") else None
+
+    def verify_images(self) -> Path | None:
+        return Path(self._message()["verify_images"]) if self._message().get("verify_images") else None
 
 
 def _answer(job_dir: Path, payload: dict[str, Any]) -> None:
@@ -122,7 +134,7 @@ def _convert(job: dict[str, Any]) -> dict[str, Any]:
     from ghostnet_edge.export.tflite.convert import convert_onnx_to_tflite
 
     int8 = Path(job["int8"]) if job.get("int8") else None
-    calibration = _Calibration(Path(job["dir"]))
+    calibration = _Handover(Path(job["dir"]))
     res = convert_onnx_to_tflite(
         Path(job["onnx"]), Path(job["fp32"]) if job.get("fp32") else None, int8,
         representative=calibration.tensors if int8 is not None else None,
@@ -142,6 +154,34 @@ def _convert(job: dict[str, Any]) -> dict[str, Any]:
         layers = per_layer_sqnr(res.int8_path, res.fp32_path, np.load(report, allow_pickle=False), num_threads=1)
         out["int8_layers"] = [asdict(e) for e in layers]
         out["int8_layers_seconds"] = time.perf_counter() - t0
+    images = calibration.verify_images() if job.get("verify") else None
+    if images is not None:
+        t0 = time.perf_counter()
+        out["verify_logits"] = _verify_logits(job["verify"], np.load(images, mmap_mode="r"), Path(job["dir"]))
+        out["verify_seconds"] = time.perf_counter() - t0
+    return out
+
+
+def _verify_logits(models: dict[str, list[str]], images: Any, job_dir: Path) -> dict[str, str]:
+    """Each model's logits on the held-out images, through the one artifact runner, saved as .npy.
+
+    Run here, on this process's core, when the conversions are done: the parent is then still busy with
+    the ONNX INT8 model, so these checks' runs cost the export no time; it compares them with PyTorch.
+    """
+    import numpy as np
+
+    from ghostnet_edge.runtime.backends import run_artifact
+    from ghostnet_edge.utils.native_stderr import quiet_native_stderr
+
+    out = {}
+    for key, (path, runtime) in models.items():
+        if not Path(path).is_file():
+            continue
+        with quiet_native_stderr(enabled=not os.environ.get("GHOSTEDGE_VERBOSE")):
+            logits = run_artifact(path, images, 1, runtime)
+        file = job_dir / f"logits-{key}.npy"
+        np.save(file, logits)
+        out[key] = str(file)
     return out
 
 
@@ -185,6 +225,10 @@ def child_main() -> int:
             errors.require("tensorflow", "tensorflow", "the TFLite export")
     except BaseException as exc:  # noqa: BLE001 - reported with the first job
         import_error = exc
+    # The held-out checks of the ONNX model run here too (_verify_logits); importing their runtime now
+    # uses the time before the first job's ONNX file exists.
+    with contextlib.suppress(ImportError):
+        import onnxruntime  # noqa: F401
     with contextlib.suppress(OSError, ValueError):
         os.nice(int(os.environ.get("GHOSTEDGE_CONVERTER_NICENESS", CONVERTER_NICENESS)))
     while True:
@@ -205,13 +249,13 @@ def child_main() -> int:
 
 
 class TfliteWorker:
-    """Handle on one converter process: ``start``, then per export ``submit``, ``send_ranges``, ``result``."""
+    """Handle on one converter process: ``start``, then per export ``submit``, ``hand_over``, ``result``."""
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen | None = None
         self.home = Path(tempfile.mkdtemp(prefix="ghostedge-tflite-"))
         self.job_dir: Path | None = None
-        self._wants_ranges = False
+        self._wants_handover = False
         self._log: Any = None
 
     def start(self) -> TfliteWorker:
@@ -238,35 +282,44 @@ class TfliteWorker:
 
     def submit(self, onnx: Path, fp32: Path | None, int8: Path | None, io_dtype: str, per_channel: bool,
                labels: list[str], preprocessing: dict[str, Any], hard_swish: str = "builtin",
-               use_cache: bool = False) -> None:
-        """Start a job: FP32 at once; INT8 (``int8`` given) once :meth:`send_ranges` is called."""
+               use_cache: bool = False, verify: dict[str, tuple[Path, str]] | None = None) -> None:
+        """Start a job: FP32 at once; INT8 (``int8`` given) and the runs of the ``verify`` models (key ->
+        (path, runtime)) once :meth:`hand_over` is called."""
         self.job_dir = Path(tempfile.mkdtemp(prefix="job-", dir=self.home))
-        self._wants_ranges = int8 is not None
+        self._wants_handover = int8 is not None or bool(verify)
         self._send({"dir": str(self.job_dir), "onnx": str(onnx), "fp32": str(fp32) if fp32 else None,
                     "int8": str(int8) if int8 else None, "io_dtype": io_dtype, "per_channel": per_channel,
                     "labels": labels, "preprocessing": preprocessing, "hard_swish": hard_swish,
-                    "use_cache": use_cache})
+                    "use_cache": use_cache,
+                    "verify": {k: [str(p), rt] for k, (p, rt) in verify.items()} if verify else None})
 
     def idle(self) -> bool:
-        """The child has nothing to do until the parent answers: its job is done, or it waits for ranges."""
+        """The child has nothing to do until the parent answers: its job is done, or it waits for
+        :meth:`hand_over`."""
         if self.job_dir is None:
             return True
-        return (self.job_dir / RESULT).is_file() or (self._wants_ranges and (self.job_dir / WAITING).is_file())
+        return (self.job_dir / RESULT).is_file() or (self._wants_handover and (self.job_dir / WAITING).is_file())
 
-    def send_ranges(self, ranges: dict[str, tuple[float, float]] | None, error: str | None = None,
-                    calib_file: Path | None = None, report_images: Path | None = None) -> None:
-        """The calibration's ranges, with ``calib_file`` (an .npy of the NCHW calibration tensors) and
-        ``report_images`` (an .npy of the INT8 per-layer report's images, if one is wanted)."""
-        if not self._wants_ranges or self.job_dir is None:
+    def hand_over(self, ranges: dict[str, tuple[float, float]] | None, error: str | None = None,
+                  calib_file: Path | None = None, report_images: Path | None = None,
+                  verify_images: Path | None = None) -> None:
+        """The second message of a job (see the module docstring): the calibration's ranges (None without
+        INT8), ``calib_file`` (an .npy of the NCHW calibration tensors), ``report_images`` (an .npy of the
+        INT8 per-layer report's images, if one is wanted) and ``verify_images`` (an .npy of the held-out
+        images the ``verify`` models run on); or ``error``, why none of it comes."""
+        if not self._wants_handover or self.job_dir is None:
             return
-        self._wants_ranges = False
-        if error is not None or ranges is None:
-            self._send({"error": error or "no ranges"})
+        self._wants_handover = False
+        if error is not None:
+            self._send({"error": error})
             return
-        path = self.job_dir / "ranges.json"
-        path.write_text(json.dumps({k: [lo, hi] for k, (lo, hi) in ranges.items()}))
-        self._send({"ranges": str(path), "calib": str(calib_file) if calib_file else None,
-                    "report_images": str(report_images) if report_images else None})
+        path = None
+        if ranges is not None:
+            path = self.job_dir / "ranges.json"
+            path.write_text(json.dumps({k: [lo, hi] for k, (lo, hi) in ranges.items()}))
+        self._send({"ranges": str(path) if path else None, "calib": str(calib_file) if calib_file else None,
+                    "report_images": str(report_images) if report_images else None,
+                    "verify_images": str(verify_images) if verify_images else None})
 
     def result(self) -> dict[str, Any]:
         """The job's TfliteResult as a dict; its error re-raised as the same kind of GhostEdgeError."""
@@ -282,6 +335,11 @@ class TfliteWorker:
                                          "run again; if it repeats, run with --threads 1 to convert in-process")
             time.sleep(0.01)
         payload = json.loads(answer.read_text())
+        if payload.get("ok") and payload["result"].get("verify_logits"):
+            import numpy as np
+
+            payload["result"]["verify_logits"] = {k: np.load(p, allow_pickle=False)
+                                                  for k, p in payload["result"]["verify_logits"].items()}
         shutil.rmtree(self.job_dir, ignore_errors=True)
         self.job_dir = None
         if payload.get("ok"):
