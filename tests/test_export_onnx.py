@@ -241,3 +241,15 @@ def test_per_layer_sqnr_points_at_layers(quantized: dict, exported: dict, images
     assert logits.sqnr_db == pytest.approx(10 * np.log10((f ** 2).sum() / ((f - q) ** 2).sum()), abs=0.01)
     # Folded Relu/Clip activations get their rounding-noise figure too (their bounds are constants).
     assert all(e.qdq_sqnr_db is not None for e in layers if e.op_type in ("Relu", "Clip"))
+
+
+def test_onnxsim_is_imported_without_sympy_which_stays_importable() -> None:
+    """Checked in a fresh interpreter: this one may have imported both already."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom ghostnet_edge.export.onnx.convert import import_onnxsim\nsim = import_onnxsim()\n"
+            "assert callable(sim.simplify) and 'sympy' not in sys.modules, sorted(sys.modules)[:5]\n"
+            "import sympy\nprint(sympy.Symbol('x'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "x", out.stderr[-800:]

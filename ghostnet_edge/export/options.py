@@ -139,7 +139,12 @@ def check_dependencies(cfg: ExportConfig) -> dict[str, str]:
                 raise MissingDependencyError(module, package, purpose)
             continue
         with quiet_framework_import(module):
-            require(module, package, purpose)
+            if module == "onnxsim":
+                from ghostnet_edge.export.onnx.convert import import_onnxsim
+
+                import_onnxsim()
+            else:
+                require(module, package, purpose)
     if "tflite" in cfg.formats:
         from ghostnet_edge.runtime import device_runner as dr
         from ghostnet_edge.runtime.backends import as_ghostedge_error

@@ -50,9 +50,32 @@ def _torch_export_bytes(model: Any, input_size: tuple[int, int, int], config: On
     return buf.getvalue()
 
 
+def import_onnxsim() -> Any:
+    """onnxsim, imported without SymPy.
+
+    onnxsim's package import loads its model-statistics module, which imports SymPy when installed (half a
+    second, on the export's critical path) only to print symbolic sizes of dynamic shapes; SymPy is an
+    optional dependency there, and neither the simplifier nor this project uses those statistics. So
+    SymPy is hidden while onnxsim is imported, and only if nothing imported it before; anything that
+    imports it afterwards (PyTorch's symbolic tracing) gets it as usual.
+    """
+    import sys
+
+    if "onnxsim" in sys.modules:
+        return sys.modules["onnxsim"]
+    hide = "sympy" not in sys.modules
+    if hide:
+        sys.modules["sympy"] = None  # type: ignore[assignment] - makes `import sympy` raise ImportError
+    try:
+        return require("onnxsim", "onnxsim", "simplifying the ONNX graph")
+    finally:
+        if hide and "sympy" in sys.modules and sys.modules["sympy"] is None:
+            del sys.modules["sympy"]
+
+
 def simplify_model(model: Any, config: OnnxExportConfig) -> Any:
     """Run onnxsim; its own numeric check is skipped because :mod:`verify` checks against PyTorch."""
-    onnxsim = require("onnxsim", "onnxsim", "simplifying the ONNX graph")
+    onnxsim = import_onnxsim()
     try:
         simplified, ok = onnxsim.simplify(model, check_n=0)
     except Exception as exc:  # onnxsim raises bare RuntimeErrors from its C++ core
