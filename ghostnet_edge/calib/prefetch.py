@@ -76,6 +76,10 @@ def start(file_sets: Sequence[Sequence[Path]], preprocess: Any) -> Prefetch | No
 def _child() -> int:
     # SIGTERM (Prefetch.stop) unwinds like Ctrl-C, so the cache entry being written is removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # Yield to the export's main process (its critical path), share the other core with the converter's
+    # TensorFlow import (export/tflite/worker.py: IMPORT_NICENESS, the same value).
+    with contextlib.suppress(OSError):
+        os.nice(5)
     from ghostnet_edge.calib.cache import calibration_tensors
     from ghostnet_edge.data import Preprocess
 

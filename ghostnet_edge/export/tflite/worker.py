@@ -53,9 +53,12 @@ WAITING = "waiting-for-calibration"  # the child's FP32 work is done; it waits f
 # main process keeps its thread pools off one core (ExportJob.own_threads), so the two do not compete;
 # the niceness only decides who waits when something else shares the machine: the main process, whose
 # calibration pass and checks the converter's INT8 step waits for. Compare with
-# `benchmarks/export_time.py --niceness 0`. The import itself runs at full priority, beside the model
-# loading and the ONNX export. GHOSTEDGE_CONVERTER_NICENESS overrides it (the benchmark's --niceness).
+# `benchmarks/export_time.py --niceness 0`. GHOSTEDGE_CONVERTER_NICENESS overrides it (the benchmark's
+# --niceness). The import itself runs at IMPORT_NICENESS: beside the model loading and the ONNX export
+# (the export's critical path) it shares the other core with the image prefetch (calib/prefetch.py, at
+# the same niceness), and both are done before the main process needs them.
 CONVERTER_NICENESS = 10
+IMPORT_NICENESS = 5
 
 
 # ---- the child ------------------------------------------------------------------------------------------------
@@ -217,6 +220,9 @@ def child_main() -> int:
     """Import TensorFlow, then convert jobs until told to stop or a job fails (see the module docstring)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.meta_path.insert(0, _KerasNotLoaded())
+    target = int(os.environ.get("GHOSTEDGE_CONVERTER_NICENESS", CONVERTER_NICENESS))
+    with contextlib.suppress(OSError, ValueError):
+        os.nice(min(IMPORT_NICENESS, target))
     import_error: BaseException | None = None
     try:
         from ghostnet_edge.utils.native_stderr import quiet_framework_import
@@ -230,7 +236,7 @@ def child_main() -> int:
     with contextlib.suppress(ImportError):
         import onnxruntime  # noqa: F401
     with contextlib.suppress(OSError, ValueError):
-        os.nice(int(os.environ.get("GHOSTEDGE_CONVERTER_NICENESS", CONVERTER_NICENESS)))
+        os.nice(max(0, target - min(IMPORT_NICENESS, target)))
     while True:
         job = _read_message()
         if job is None or job.get("stop"):
