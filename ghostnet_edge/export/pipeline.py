@@ -10,8 +10,10 @@ Order of work, and why:
    starts from it), then one calibration pass over it whose ranges both INT8 models use, then each
    INT8 and TFLite artifact; each is checked against PyTorch on the held-out images. With 2+ threads
    the TFLite converter runs in a process of its own (``export/tflite/worker.py``), from the moment the
-   FP32 ONNX file exists, beside the image decoding, the checks, the calibration and the ONNX
-   quantization (see ``steps.start_tflite``).
+   FP32 ONNX file exists, beside the checks, the calibration and the ONNX quantization (see
+   ``steps.start_tflite``); once its conversions are done it also makes the held-out runs of the FP32
+   ONNX and TFLite models, which this process compares with PyTorch. The images are decoded into the
+   tensor cache by another process meanwhile (``calib/prefetch.py``), from the moment they are drawn.
 4. labels.txt, quant_report.json/.md and finally manifest.json (hashes of all the others).
 
 Everything is written into a staging folder next to ``--out`` and swapped in only when every artifact
