@@ -177,6 +177,19 @@ def test_a_full_cache_disk_keeps_the_images_in_memory(folder: Path, tmp_path: Pa
     assert not any(cache.iterdir())  # no partial entry left behind
 
 
+def test_without_fallocate_the_entry_is_saved_after_decoding(folder: Path, tmp_path: Path, monkeypatch) -> None:
+    """Where the OS has no posix_fallocate (macOS) the images are decoded into memory and saved at the end."""
+    files = list_images(folder)[:3]
+    monkeypatch.delattr(os, "posix_fallocate")
+    cache = tmp_path / "cache"
+    first = calibration_tensors(files, _pre(), cache_dir=cache)
+    assert first.cache_file is not None and not first.cache_hit
+    again = calibration_tensors(files, _pre(), cache_dir=cache)
+    assert again.cache_hit
+    np.testing.assert_array_equal(again.array, first.array)
+    assert [p.name for p in cache.iterdir()] == [f"{first.key}.npy"]
+
+
 def test_a_cached_batch_is_read_only(folder: Path, tmp_path: Path) -> None:
     """Writing into a batch would change the cache entry it maps under the next export."""
     files = list_images(folder)[:3]

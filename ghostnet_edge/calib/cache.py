@@ -119,6 +119,7 @@ class _CacheEntry:
     def __init__(self, target: Path) -> None:
         self.target = target
         self.tmp: Path | None = None
+        self.in_memory: np.ndarray | None = None  # without posix_fallocate (macOS): saved at commit
 
     def allocate(self, shape: tuple[int, ...]) -> np.ndarray:
         import tempfile
@@ -128,6 +129,9 @@ class _CacheEntry:
             fd, name = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=".npy", dir=self.target.parent)
             os.close(fd)
             self.tmp = Path(name)
+            if not hasattr(os, "posix_fallocate"):  # no way to reserve the blocks: decode into memory
+                self.in_memory = np.empty(shape, np.float32)
+                return self.in_memory
             arr = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.float32, shape=shape)
             with open(self.tmp, "r+b") as fh:
                 os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
@@ -141,6 +145,9 @@ class _CacheEntry:
         if self.tmp is None:
             return False
         try:
+            if self.in_memory is not None:
+                with open(self.tmp, "wb") as fh:
+                    np.save(fh, self.in_memory, allow_pickle=False)
             os.chmod(self.tmp, 0o644)
             os.replace(self.tmp, self.target)
         except OSError:
@@ -201,8 +208,8 @@ def calibration_tensors(files: Sequence[Path], preprocess: PreprocessLike, use_c
         return TensorBatch(arr, key, False, None)
     with contextlib.suppress(OSError):
         prune(root)
-    # Still the same file (renamed, not copied): read-only from here on, like a cache hit, since writing
-    # into it would change the cache entry under the next export.
+    # Still the same file (renamed, not copied; or, without posix_fallocate, the array that was saved):
+    # read-only from here on, like a cache hit, since writing into it would change the cache entry.
     arr.flags.writeable = False
     return TensorBatch(arr, key, False, target)
 
