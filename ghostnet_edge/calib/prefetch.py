@@ -1,8 +1,9 @@
 """Decode an export's image sets into the tensor cache in a process of its own, ahead of need.
 
 An export's main process spends its first seconds importing PyTorch and onnxruntime and exporting the
-ONNX model: Python on one core. Its image decoding (about 1 s for 288 images) used to follow. Started
-as soon as the images are drawn, this process decodes them on the other core meanwhile, into the
+ONNX model: Python on one core. Its image decoding used to follow (the ``preprocess`` stage of
+``benchmarks/export_time.py``: 0.74-1.90 s for 288 images on the project's AMD EPYC). Started as soon as
+the images are drawn, this process decodes them on the other core meanwhile, into the
 decoded-tensor cache (:mod:`ghostnet_edge.calib.cache`); the main process then finds every set there
 and maps it. The result is the same bytes either way: the same function decodes into the same cache
 entry, and a set the prefetch did not finish is decoded by the main process as before.
@@ -59,12 +60,11 @@ def start(file_sets: Sequence[Sequence[Path]], preprocess: Any) -> Prefetch | No
     if not sets:
         return None
     msg = {"sets": sets, "preprocess": {k: getattr(preprocess, k) for k in _FIELDS}}
-    root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": root + (os.pathsep + os.environ["PYTHONPATH"]
-                                               if os.environ.get("PYTHONPATH") else "")}
+    from ghostnet_edge.utils.paths import package_env
+
     try:
         proc = subprocess.Popen([sys.executable, "-m", "ghostnet_edge.calib.prefetch"], stdin=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, text=True)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=package_env(), text=True)
         assert proc.stdin is not None
         proc.stdin.write(json.dumps(msg))
         proc.stdin.close()

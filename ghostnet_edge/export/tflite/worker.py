@@ -48,7 +48,7 @@ from typing import Any
 from ghostnet_edge import errors
 
 RESULT = "result.json"
-WAITING = "waiting-for-calibration"  # the child's FP32 work is done; it waits for the parent's ranges
+WAITING = "waiting-for-calibration"  # the child's FP32 work is done; it waits for the parent's hand-over
 # After its TensorFlow import the converter yields to the export's main process. While it converts, the
 # main process keeps its thread pools off one core (ExportJob.own_threads), so the two do not compete;
 # the niceness only decides who waits when something else shares the machine: the main process, whose
@@ -137,15 +137,15 @@ def _convert(job: dict[str, Any]) -> dict[str, Any]:
     from ghostnet_edge.export.tflite.convert import convert_onnx_to_tflite
 
     int8 = Path(job["int8"]) if job.get("int8") else None
-    calibration = _Handover(Path(job["dir"]))
+    handover = _Handover(Path(job["dir"]))
     res = convert_onnx_to_tflite(
         Path(job["onnx"]), Path(job["fp32"]) if job.get("fp32") else None, int8,
-        representative=calibration.tensors if int8 is not None else None,
+        representative=handover.tensors if int8 is not None else None,
         io_dtype=job["io_dtype"], per_channel=job["per_channel"], labels=job["labels"],
-        preprocessing=job["preprocessing"], ranges=calibration.ranges if int8 is not None else None,
+        preprocessing=job["preprocessing"], ranges=handover.ranges if int8 is not None else None,
         hard_swish=job.get("hard_swish", "builtin"), use_cache=bool(job.get("use_cache", False)))
     out = res.to_dict()
-    report = calibration.report_images() if int8 is not None else None
+    report = handover.report_images() if int8 is not None else None
     if report and res.int8_path is not None and res.fp32_path is not None:
         # The INT8 model's per-layer report runs here, on this process's core, while the parent is still
         # busy with ONNX INT8; made in the parent it was the export's last step, on its own.
@@ -157,7 +157,7 @@ def _convert(job: dict[str, Any]) -> dict[str, Any]:
         layers = per_layer_sqnr(res.int8_path, res.fp32_path, np.load(report, allow_pickle=False), num_threads=1)
         out["int8_layers"] = [asdict(e) for e in layers]
         out["int8_layers_seconds"] = time.perf_counter() - t0
-    images = calibration.verify_images() if job.get("verify") else None
+    images = handover.verify_images() if job.get("verify") else None
     if images is not None:
         t0 = time.perf_counter()
         out["verify_logits"] = _verify_logits(job["verify"], np.load(images, mmap_mode="r"), Path(job["dir"]))
@@ -192,10 +192,10 @@ class _KerasNotLoaded:
     """Import hook of the converter process: ``keras`` is found but not loaded.
 
     TensorFlow's own import loads Keras 3 eagerly, only to register Keras optimizers for loading Keras
-    SavedModels, and Keras brings scikit-learn, matplotlib and SciPy's statistics: about 2 of the ~5.5 s
-    the converter spends importing, on a 2-core machine the core the export's main process needs. The
-    converter translates ONNX into TensorFlow ops and never builds or loads a Keras model, and
-    TensorFlow treats a Keras that fails to import as absent. The spec keeps its real location, because
+    SavedModels, and Keras brings scikit-learn, matplotlib and SciPy's statistics: TensorFlow's import took
+    4.2 s with them and 2.6 s without (``benchmarks/export_parts.py`` on the project's AMD EPYC), time
+    taken on a 2-core machine from the core the export's main process needs. The converter translates
+    ONNX into TensorFlow ops and never builds or loads a Keras model, and TensorFlow treats a Keras that fails to import as absent. The spec keeps its real location, because
     TensorFlow builds its ``tf.keras`` search path from it without importing.
     """
 
@@ -221,8 +221,9 @@ def child_main() -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.meta_path.insert(0, _KerasNotLoaded())
     target = int(os.environ.get("GHOSTEDGE_CONVERTER_NICENESS", CONVERTER_NICENESS))
+    during_import = min(IMPORT_NICENESS, target)
     with contextlib.suppress(OSError, ValueError):
-        os.nice(min(IMPORT_NICENESS, target))
+        os.nice(during_import)
     import_error: BaseException | None = None
     try:
         from ghostnet_edge.utils.native_stderr import quiet_framework_import
@@ -236,7 +237,7 @@ def child_main() -> int:
     with contextlib.suppress(ImportError):
         import onnxruntime  # noqa: F401
     with contextlib.suppress(OSError, ValueError):
-        os.nice(max(0, target - min(IMPORT_NICENESS, target)))
+        os.nice(target - during_import)
     while True:
         job = _read_message()
         if job is None or job.get("stop"):
@@ -265,10 +266,10 @@ class TfliteWorker:
         self._log: Any = None
 
     def start(self) -> TfliteWorker:
-        env = dict(os.environ)
+        from ghostnet_edge.utils.paths import package_env
+
+        env = package_env()
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        root = str(Path(__file__).resolve().parents[3])
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self._log = open(self.home / "worker.log", "wb")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen([sys.executable, "-m", "ghostnet_edge.export.tflite.worker"],
                                      stdin=subprocess.PIPE, stdout=self._log, stderr=self._log, env=env,

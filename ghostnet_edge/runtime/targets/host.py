@@ -16,7 +16,6 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ghostnet_edge.runtime import protocol
@@ -32,10 +31,10 @@ SETUP_ALLOWANCE_S = 300.0
 
 def runner_env() -> dict[str, str]:
     """The child's environment: quiet TensorFlow logs; the package importable for torch_runner."""
-    env = dict(os.environ)
+    from ghostnet_edge.utils.paths import package_env
+
+    env = package_env()
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    root = str(Path(__file__).resolve().parents[3])
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
 
