@@ -7,7 +7,8 @@ onnxruntime's ``qdq_loss_debug`` pairs them (``create_activation_matching``).
 Both models run as one graph: the FP32 nodes and the QDQ nodes side by side on the one input, and for
 every pair a few ``ReduceSumSquare`` nodes whose scalars are the only outputs. Exposing every tensor of
 both models as an output instead (onnxruntime's debugging recipe) made the runtime allocate, and NumPy
-then read, about 100 MB per image, and cost more than both models' own run. The graph runs unoptimised so
+then read, every activation of both models; the report's stage in ``benchmarks/export_time.py`` went from
+1.50-2.24 s to 0.95-1.65 s in six alternated runs (``docs/results/export_time_amd.md``). The graph runs unoptimised so
 its Q/DQ pairs stay in place (no QLinearConv fusion). The checks of whole outputs live in
 :mod:`ghostnet_edge.export.checks`.
 """
@@ -222,8 +223,7 @@ def per_layer_sqnr(fp32_path: Path | str, qdq_path: Path | str, x: np.ndarray, b
                    threads: int | None = None) -> list[LayerError]:
     """SQNR of every QDQ activation against the FP32 model on the images ``x``, in graph order.
 
-    ``batch`` images a run: small batches keep the tensors of one layer in the CPU's caches (2 images
-    a run took about half the time of 8 at 224x224)."""
+    ``batch`` images a run: small batches keep the tensors of one layer in the CPU's caches."""
     onnx = require("onnx", "onnx", "the per-layer quantization report")
     ort = require("onnxruntime", "onnxruntime", "the per-layer quantization report")
     from ghostnet_edge.runtime.backends import default_threads

@@ -19,8 +19,8 @@ else (Gemm and MatMul weights, biases, activations) is left to onnxruntime.
 The quantizer then rounds the weights to integers one channel at a time as well (``quantize_nparray`` per
 channel, the same 18,188 calls): :func:`vectorized_weight_rounding` has it round all channels of a tensor
 in one NumPy expression of the same float32 operations (``tests/test_onnx_weight_params.py`` compares
-the models byte for byte). That halved onnxruntime's ``quantize_static`` for GhostNet 1.0x (1.9-2.0 s to
-1.1 s, measured side by side on the project's AMD EPYC).
+the models byte for byte). onnxruntime's ``quantize_static`` of GhostNet 1.0x: 1.25 s before, 0.92 s with
+it (``benchmarks/export_parts.py`` on the project's AMD EPYC, ``docs/results/export_parts_amd.md``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,127 @@
+"""Side by side, in one run: the parts of ``ghostedge export`` that were made faster without changing output.
+
+Each pair runs the old way and the new way alternately, ``--repeats`` times, and prints both times and the
+ratio:
+
+* TensorFlow's import in a fresh interpreter, plain and with the converter process's Keras hook
+  (``export/tflite/worker._KerasNotLoaded``);
+* onnxsim's import in a fresh interpreter, plain and without SymPy (``export/onnx/convert.import_onnxsim``);
+* normalising 256 images at 224x224: ``to_chw(normalize(...))`` against ``normalize_chw`` (the results are
+  compared bit for bit);
+* onnxruntime's ``quantize_static`` of GhostNet 1.0x (random weights, 64 random calibration images, ranges
+  given), its own per-channel weight rounding against ``vectorized_weight_rounding`` (the models are
+  compared byte for byte).
+
+Usage::
+
+    python benchmarks/export_parts.py [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script from a checkout without installing the package
+    sys.path.insert(0, str(REPO))
+
+_TF_PLAIN = "import time; t = time.perf_counter(); import tensorflow; print(time.perf_counter() - t)"
+_TF_HOOK = ("import sys, time; from ghostnet_edge.export.tflite.worker import _KerasNotLoaded; "
+            "sys.meta_path.insert(0, _KerasNotLoaded()); " + _TF_PLAIN)
+_SIM_PLAIN = "import time, torch; t = time.perf_counter(); import onnxsim; print(time.perf_counter() - t)"
+_SIM_HIDDEN = ("import time, torch; from ghostnet_edge.export.onnx.convert import import_onnxsim; "
+               "t = time.perf_counter(); import_onnxsim(); print(time.perf_counter() - t)")
+
+
+def _child_seconds(code: str) -> float:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"})
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def _pair(name: str, old: Callable[[], float], new: Callable[[], float], repeats: int) -> None:
+    olds, news = [], []
+    for _ in range(repeats):  # alternated, so a change of machine speed hits both alike
+        olds.append(old())
+        news.append(new())
+    o, n = min(olds), min(news)
+    print(f"  {name:<44s} old {o:6.3f} s   new {n:6.3f} s   {o / n:5.1f}x   "
+          f"(all: {', '.join(f'{v:.2f}' for v in olds)} / {', '.join(f'{v:.2f}' for v in news)})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args(argv)
+    import numpy as np
+
+    print("best of", args.repeats, "(old = before the change, new = now; the export's own code for both)")
+    _pair("TensorFlow import (converter process)", lambda: _child_seconds(_TF_PLAIN),
+          lambda: _child_seconds(_TF_HOOK), args.repeats)
+    _pair("onnxsim import (after torch)", lambda: _child_seconds(_SIM_PLAIN),
+          lambda: _child_seconds(_SIM_HIDDEN), args.repeats)
+
+    from ghostnet_edge.data.transforms import normalize, normalize_chw, to_chw
+
+    images = np.random.default_rng(0).integers(0, 256, (256, 224, 224, 3), dtype=np.uint8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    out = np.empty((256, 3, 224, 224), np.float32)
+    ref = np.stack([to_chw(normalize(im, mean, std)) for im in images])
+    for i, im in enumerate(images):
+        normalize_chw(im, mean, std, out[i])
+    assert np.array_equal(ref.view(np.uint32), out.view(np.uint32)), "normalize_chw differs"
+    _pair("normalise 256 images at 224x224",
+          lambda: _timed(lambda: [to_chw(normalize(im, mean, std)) for im in images]),
+          lambda: _timed(lambda: [normalize_chw(im, mean, std, out[i]) for i, im in enumerate(images)]),
+          args.repeats)
+
+    from ghostnet_edge.calib.ranges import collect_ranges
+    from ghostnet_edge.export.onnx import weight_params as wp
+    from ghostnet_edge.export.onnx.convert import export_onnx
+    from ghostnet_edge.export.onnx.quantize import quantize_onnx
+    from ghostnet_edge.models import create_model, get_spec
+
+    with tempfile.TemporaryDirectory(prefix="ghostedge-parts-") as tmp:
+        tmp = Path(tmp)
+        src = tmp / "model.onnx"
+        export_onnx(create_model("ghostnet_100", seed=0).eval(), get_spec("ghostnet_100").input_size, src)
+        x = np.random.default_rng(1).standard_normal((64, 3, 224, 224)).astype(np.float32)
+        ranges = collect_ranges(src, x, "minmax", threads=2, use_cache=False)
+        original = wp.vectorized_weight_rounding
+
+        def quantize(vectorized: bool) -> float:
+            wp.vectorized_weight_rounding = original if vectorized else _unchanged
+            try:
+                out_path = tmp / f"q_{vectorized}.onnx"
+                return _timed(lambda: quantize_onnx(src, out_path, x, ranges=ranges, threads=2, work_dir=tmp))
+            finally:
+                wp.vectorized_weight_rounding = original
+
+        _pair("onnxruntime quantize_static, GhostNet 1.0x", lambda: quantize(False), lambda: quantize(True),
+              args.repeats)
+        digests = {hashlib.sha256((tmp / f"q_{v}.onnx").read_bytes()).hexdigest() for v in (False, True)}
+        print(f"  quantized models byte-identical: {len(digests) == 1}")
+    return 0
+
+
+def _unchanged():  # noqa: ANN202 - the stand-in for vectorized_weight_rounding: onnxruntime's own rounding
+    import contextlib
+
+    return contextlib.nullcontext(False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
