@@ -418,3 +418,38 @@ def test_the_artifact_table_drives_the_pipeline() -> None:
     assert keys() == ["onnx", "onnx-int8", "tflite", "tflite-int8"]
     assert keys(formats=("tflite",)) == ["tflite", "tflite-int8"]
     assert keys(formats=("onnx",), int8=False) == ["onnx"]
+
+
+def test_main_process_threads_leave_the_converters_core_while_it_works(tmp_path: Path) -> None:
+    """PyTorch and onnxruntime in the main process get one thread fewer than the cores while the converter
+    process works (importing TensorFlow before its job, converting after), and every thread once it idles."""
+    import torch
+
+    from ghostnet_edge.export.job import ExportJob, Timer
+    from ghostnet_edge.export.reference import torch_threads
+
+    class FakeWorker:
+        waiting = False
+
+        def idle(self) -> bool:
+            return self.waiting
+
+    def job(worker: object) -> ExportJob:
+        return ExportJob(ExportConfig(model="ghostnet_050"), tmp_path, Timer(), [], None, None, {}, False, 2, worker)
+
+    assert job(None).own_threads == 2                      # no converter process: every core
+    worker = FakeWorker()
+    j = job(worker)
+    assert j.own_threads == 1                              # before its job: importing TensorFlow
+    j.region = (0.0, 0.0)
+    assert j.own_threads == 1                              # converting
+    worker.waiting = True
+    assert j.own_threads == 2                              # waiting for this process's ranges
+    worker.waiting = False
+    j.tflite_result = object()
+    assert j.own_threads == 2                              # done
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before

@@ -60,10 +60,10 @@ def start(file_sets: Sequence[Sequence[Path]], preprocess: Any) -> Prefetch | No
     if not sets:
         return None
     msg = {"sets": sets, "preprocess": {k: getattr(preprocess, k) for k in _FIELDS}}
-    from ghostnet_edge.utils.paths import package_env
+    from ghostnet_edge.utils.paths import module_argv, package_env
 
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "ghostnet_edge.calib.prefetch"], stdin=subprocess.PIPE,
+        proc = subprocess.Popen(module_argv("ghostnet_edge.calib.prefetch"), stdin=subprocess.PIPE,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=package_env(), text=True)
         assert proc.stdin is not None
         proc.stdin.write(json.dumps(msg))

@@ -137,8 +137,9 @@ class ExportJob:
     def own_threads(self) -> int:
         """Threads this process may use now: while the converter process works beside it, all but the
         one core it takes (a thread pool sharing that core waits on it at every step), else all (it
-        is done, or waits for this process's calibration ranges)."""
-        busy = self.converting and not self.worker.idle()
+        is done, or waits for this process's calibration ranges). Before its job is submitted the
+        converter is importing TensorFlow (or has, and the image prefetch decodes), so it counts as busy."""
+        busy = self.parallel and (self.region is None or (self.converting and not self.worker.idle()))
         return max(1, self.threads - 1) if busy else self.threads
 
     def path(self, art: Artifact) -> Path:

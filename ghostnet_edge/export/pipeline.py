@@ -48,6 +48,7 @@ def export_artifacts(config: ExportConfig) -> ExportReport:
     from ghostnet_edge.calib.sources import draw_image_sets
     from ghostnet_edge.export import options
     from ghostnet_edge.export.model_source import estimate_export_bytes, load_for_export
+    from ghostnet_edge.export.reference import torch_threads
     from ghostnet_edge.export.tflite import worker as tflite_worker
     from ghostnet_edge.runtime.backends import default_threads
     from ghostnet_edge.utils.atomic import atomic_dir, check_output_dir, out_of_space
@@ -65,7 +66,7 @@ def export_artifacts(config: ExportConfig) -> ExportReport:
         worker = tflite_worker.acquire()
     ok, prefetch = False, None
     try:
-        with timer.stage("load_model"):
+        with timer.stage("load_model"), torch_threads(max(1, threads - 1) if worker is not None else threads):
             model, spec, meta, trained = load_for_export(cfg, warnings)
             spec = options.with_input_size(spec, options.parse_input_size(cfg.input_size))
             needed = estimate_export_bytes(model.eval(), cfg)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -15,13 +17,31 @@ def writable(batch: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(batch) if batch.flags.writeable else np.array(batch, copy=True)
 
 
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run PyTorch with ``threads`` intra-op threads, and give callers (the curve sweep) their own setting
+    back. An export holds PyTorch to one thread fewer than the cores while another of its processes works
+    (the TFLite converter, the image prefetch): an OpenMP pool whose second thread shares a busy core waits
+    on it at every operator, and one 224x224 forward pass of GhostNet 1.0x, traced for ONNX, then takes
+    several times as long as on one thread."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
 def run_torch(model: Any, x: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
-    """Reference logits from the PyTorch model in eval mode."""
+    """Reference logits from the PyTorch model in eval mode (inference mode: the same kernels as
+    ``no_grad``, so the same numbers, without autograd's bookkeeping)."""
     import torch
 
     model = model.eval()
     outs = []
-    with torch.no_grad():
+    with torch.inference_mode():
         for i in range(0, len(x), batch):
             outs.append(model(torch.from_numpy(writable(x[i:i + batch]))).float().numpy())
     return np.concatenate(outs)

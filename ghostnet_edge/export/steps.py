@@ -20,8 +20,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -107,26 +105,13 @@ def decode_all(image_sets: list[Any], pre: Any, use_cache: bool) -> list[Any]:
     return batches
 
 
-@contextmanager
-def _torch_threads(threads: int) -> Iterator[None]:
-    """Run PyTorch with ``threads`` and give callers (the curve sweep) their own setting back."""
-    import torch
-
-    saved = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
-
-
 def pytorch_reference(job: ExportJob) -> None:
     """PyTorch's logits on the held-out images (of the network as loaded); the deployed (folded) form
     is checked against them."""
     from ghostnet_edge.export.model_source import check_fold
-    from ghostnet_edge.export.reference import run_torch
+    from ghostnet_edge.export.reference import run_torch, torch_threads
 
-    with job.timer.stage("pytorch_reference"), _torch_threads(job.own_threads):
+    with job.timer.stage("pytorch_reference"), torch_threads(job.own_threads):
         job.ref = run_torch(job.reference_model, job.xv)
         if job.model is not job.reference_model:
             job.warnings.append(check_fold(job.model, job.xv, job.ref, job.cfg.tolerance))
@@ -147,8 +132,9 @@ def export_onnx(job: ExportJob, art: Artifact) -> None:
     """FP32 ONNX from PyTorch: always made, the TFLite route and the INT8 models start from it."""
     from ghostnet_edge.export.onnx.config import OnnxExportConfig
     from ghostnet_edge.export.onnx.convert import export_onnx as to_onnx
+    from ghostnet_edge.export.reference import torch_threads
 
-    with job.timer.stage("onnx_export"):
+    with job.timer.stage("onnx_export"), torch_threads(job.own_threads):
         to_onnx(job.model, tuple(job.spec.input_size), job.path(art),
                 OnnxExportConfig(opset=job.cfg.opset, simplify=job.cfg.simplify), metadata=onnx_metadata(job))
 
@@ -290,6 +276,10 @@ def convert_tflite(job: ExportJob, art: Artifact) -> None:
         job.tflite_layers = answer.pop("int8_layers", None)
         if job.tflite_layers is not None:
             timer.timings["tflite_int8_layer_report (converter process)"] = answer.pop("int8_layers_seconds")
+        # The converter's idle time inside its job: waiting for its own TensorFlow import to finish, and
+        # for this process's calibration ranges; what is left of its wall time is work.
+        timer.timings["tflite_convert.waiting_for_import"] = answer.pop("import_wait_seconds", 0.0)
+        timer.timings["tflite_convert.waiting_for_ranges"] = answer.pop("handover_wait_seconds", 0.0)
         job.verify_logits = answer.pop("verify_logits", None) or {}
         if job.verify_logits:
             timer.timings["held-out runs (converter process)"] = answer.pop("verify_seconds")
@@ -361,11 +351,11 @@ def fp32_limit(job: ExportJob, out: np.ndarray) -> float:
     """The FP32 tolerance for ``out``; PyTorch's own float32 error is measured (once) only when an
     artifact misses the plain tolerance, so well-conditioned networks never pay for it."""
     from ghostnet_edge.export.checks import fp32_allowed, max_abs_diff
-    from ghostnet_edge.export.reference import torch_float_error
+    from ghostnet_edge.export.reference import torch_float_error, torch_threads
 
     tol = job.cfg.tolerance
     if job.float_error is None and max_abs_diff(job.ref, out) > fp32_allowed(job.ref, tol):
-        with job.timer.stage("pytorch_float64_reference"), _torch_threads(job.threads):
+        with job.timer.stage("pytorch_float64_reference"), torch_threads(job.threads):
             job.float_error = torch_float_error(job.reference_model, job.xv, job.ref)
     return fp32_allowed(job.ref, tol, job.float_error)
 

@@ -94,11 +94,14 @@ class _Handover:
     def __init__(self, job_dir: Path) -> None:
         self.job_dir = job_dir
         self.msg: dict[str, Any] | None = None
+        self.waited = 0.0  # seconds this process idled for the message: the export's timing report shows it
 
     def _message(self) -> dict[str, Any]:
         if self.msg is None:
             (self.job_dir / WAITING).touch()
+            t0 = time.perf_counter()
             msg = _read_message()
+            self.waited = time.perf_counter() - t0
             if msg is None or "error" in msg:
                 raise errors.ExportError(f"calibration failed: {msg.get('error') if msg else 'the export stopped'}",
                                          "see the message of the export itself")
@@ -162,6 +165,7 @@ def _convert(job: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter()
         out["verify_logits"] = _verify_logits(job["verify"], np.load(images, mmap_mode="r"), Path(job["dir"]))
         out["verify_seconds"] = time.perf_counter() - t0
+    out["handover_wait_seconds"] = handover.waited
     return out
 
 
@@ -243,10 +247,13 @@ def child_main() -> int:
         if job is None or job.get("stop"):
             return 0
         job_dir = Path(job["dir"])
+        # How long the job's message waited for this process to finish importing (both clocks are the
+        # machine's wall clock): the export's timing report shows it beside the conversion stages.
+        import_wait = max(0.0, time.time() - float(job.get("sent", time.time())))
         try:
             if import_error is not None:
                 raise import_error
-            _answer(job_dir, {"ok": True, "result": _convert(job)})
+            _answer(job_dir, {"ok": True, "result": {**_convert(job), "import_wait_seconds": import_wait}})
         except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent as an answer
             _answer(job_dir, {"ok": False, "error": _error_dict(exc)})
             return 0
@@ -266,12 +273,12 @@ class TfliteWorker:
         self._log: Any = None
 
     def start(self) -> TfliteWorker:
-        from ghostnet_edge.utils.paths import package_env
+        from ghostnet_edge.utils.paths import module_argv, package_env
 
         env = package_env()
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         self._log = open(self.home / "worker.log", "wb")  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen([sys.executable, "-m", "ghostnet_edge.export.tflite.worker"],
+        self.proc = subprocess.Popen(module_argv("ghostnet_edge.export.tflite.worker"),
                                      stdin=subprocess.PIPE, stdout=self._log, stderr=self._log, env=env,
                                      text=True)
         return self
@@ -297,7 +304,7 @@ class TfliteWorker:
         self._send({"dir": str(self.job_dir), "onnx": str(onnx), "fp32": str(fp32) if fp32 else None,
                     "int8": str(int8) if int8 else None, "io_dtype": io_dtype, "per_channel": per_channel,
                     "labels": labels, "preprocessing": preprocessing, "hard_swish": hard_swish,
-                    "use_cache": use_cache,
+                    "use_cache": use_cache, "sent": time.time(),
                     "verify": {k: [str(p), rt] for k, (p, rt) in verify.items()} if verify else None})
 
     def idle(self) -> bool:

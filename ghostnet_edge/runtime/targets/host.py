@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ghostnet_edge.runtime import protocol
 from ghostnet_edge.runtime.config import BenchConfig
 from ghostnet_edge.runtime.targets.base import ProgressFn, Session, Target
+from ghostnet_edge.utils.paths import module_argv, package_env
 
 if TYPE_CHECKING:
     from ghostnet_edge.runtime.artifacts import ArtifactInfo
@@ -31,8 +32,6 @@ SETUP_ALLOWANCE_S = 300.0
 
 def runner_env() -> dict[str, str]:
     """The child's environment: quiet TensorFlow logs; the package importable for torch_runner."""
-    from ghostnet_edge.utils.paths import package_env
-
     env = package_env()
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return env
@@ -54,7 +53,7 @@ class HostSession(Session):
             model = artifact.spec if artifact.path is None else str(artifact.path)
             args = protocol.runner_args(model, config, inputs=in_path, save_outputs=out_path)
             if artifact.format == "torch":
-                argv = [self.python, "-m", "ghostnet_edge.runtime.torch_runner", *args]
+                argv = module_argv("ghostnet_edge.runtime.torch_runner", *args, python=self.python)
             else:
                 argv = [self.python, str(protocol.RUNNER_PATH), *args]
             done = protocol.run_streaming(argv, timeout=config.max_seconds + SETUP_ALLOWANCE_S,
