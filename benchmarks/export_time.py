@@ -2,7 +2,8 @@
 
 Targets (FP32+INT8, ONNX and TFLite, every artifact verified, 2 cores): a cold export in at most 15 s and
 at most 10x the time of one FP32 forward pass over the calibration set (measured here, side by side in the
-same run: onnxruntime and PyTorch on the exported FP32 model, the faster one counts), and a repeated export
+same run, in a fresh interpreter right after the export: onnxruntime, the median of three passes, and
+PyTorch on the exported FP32 model; the faster one counts), and a repeated export
 with the same inputs (calibration tensors and ranges cached) in at most 8 s.
 
 Images: the 100 ImageNet samples are too few for 256 calibration + 32 held-out images, so this uses
@@ -24,12 +25,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 TARGET_S, WARM_TARGET_S, FLOOR_RATIO = 15.0, 8.0, 10.0
+FLOOR_PASSES = 3  # onnxruntime passes over the calibration set; their median is the floor
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GHOSTEDGE_SHARED", REPO.parent / "shared"))
 if str(REPO) not in sys.path:  # run as a script from a checkout without installing the package
@@ -91,10 +95,11 @@ def main(argv: list[str] | None = None) -> int:
             cpu_total = sum(report.cpu_timings.values())
             print(f"\n  total cpu (all threads)   {cpu_total:7.2f} s   load average before/after: "
                   f"{load0[0]:.1f} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-            floor = forward_pass_seconds(cfg.out / "model.onnx", args.num_calib, args.threads)
+            floor = floor_in_fresh_process(cfg.out / "model.onnx", args.num_calib, args.threads)
             target = TARGET_S if run == 0 else WARM_TARGET_S
+            passes = ", ".join(f"{v:.2f}" for v in floor["onnxruntime_passes"])
             print(f"  one FP32 forward pass of the {args.num_calib} calibration images: {floor['best']:.2f} s "
-                  f"(onnxruntime {floor['onnxruntime']:.2f} s, PyTorch {floor['torch']:.2f} s)")
+                  f"(onnxruntime {floor['onnxruntime']:.2f} s, the median of {passes}; PyTorch {floor['torch']:.2f} s)")
             print(f"  total wall                {wall:7.2f} s   target {target:.0f} s -> "
                   f"{'PASS' if wall <= target else 'OVER'};   {wall / floor['best']:.1f}x the forward pass"
                   + (f" (target {FLOOR_RATIO:.0f}x) -> {'PASS' if wall <= FLOOR_RATIO * floor['best'] else 'OVER'}"
@@ -106,12 +111,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def forward_pass_seconds(onnx_path: Path, n: int, threads: int) -> dict[str, float]:
+def floor_in_fresh_process(onnx_path: Path, n: int, threads: int) -> dict[str, Any]:
+    """:func:`forward_pass_seconds` in a new interpreter: the floor then does not depend on what the export
+    left in this process (thread pools, allocator state), which differs between versions of the export."""
+    import json
+    import subprocess
+
+    code = (f"import json, sys; sys.path.insert(0, {str(REPO)!r}); sys.argv = ['export_time']; "
+            f"import runpy; m = runpy.run_path({__file__!r}); "
+            f"print(json.dumps(m['forward_pass_seconds'](m['Path']({str(onnx_path)!r}), {n}, {threads})))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def forward_pass_seconds(onnx_path: Path, n: int, threads: int) -> dict[str, Any]:
     """Seconds of one FP32 forward pass over ``n`` images of the model's input size, the export's floor.
 
     onnxruntime (batches of 8, all optimisations) on the exported FP32 ONNX, and PyTorch (batches of 32)
     on the same network rebuilt from the ONNX file's model name; each timed after one warm-up batch.
-    Image content does not change the time, so the images are random.
+    onnxruntime's pass is timed :data:`FLOOR_PASSES` times and the median counts: on this VM one pass
+    took anywhere from 1.06 to 1.82 s from one minute to the next, and a single pass measured the
+    moment, not the machine the export ran on. Image content does not change the time, so the images
+    are random.
     """
     import numpy as np
     import onnxruntime as ort
@@ -124,10 +146,13 @@ def forward_pass_seconds(onnx_path: Path, n: int, threads: int) -> dict[str, flo
     x = np.random.default_rng(0).standard_normal((n, *shape)).astype(np.float32)
     name = sess.get_inputs()[0].name
     sess.run(None, {name: x[:8]})
-    t0 = time.perf_counter()
-    for i in range(0, n, 8):
-        sess.run(None, {name: x[i:i + 8]})
-    ort_s = time.perf_counter() - t0
+    passes = []
+    for _ in range(FLOOR_PASSES):
+        t0 = time.perf_counter()
+        for i in range(0, n, 8):
+            sess.run(None, {name: x[i:i + 8]})
+        passes.append(time.perf_counter() - t0)
+    ort_s = statistics.median(passes)
 
     import onnx
 
@@ -147,7 +172,7 @@ def forward_pass_seconds(onnx_path: Path, n: int, threads: int) -> dict[str, flo
             torch_s = time.perf_counter() - t0
     finally:
         torch.set_num_threads(saved)
-    return {"onnxruntime": ort_s, "torch": torch_s, "best": min(ort_s, torch_s)}
+    return {"onnxruntime": ort_s, "torch": torch_s, "best": min(ort_s, torch_s), "onnxruntime_passes": passes}
 
 
 if __name__ == "__main__":
