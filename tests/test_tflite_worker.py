@@ -3,6 +3,7 @@ and an abandoned child is stopped."""
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -72,7 +73,6 @@ def test_fp32_first_then_int8_with_the_ranges_the_layer_report_and_the_checks(tm
     onnx_path = export_onnx_for_tests(TinyGhostNet(num_classes=3), tmp_path / "tiny.onnx", (3, 16, 16))
     x = np.random.default_rng(0).standard_normal((6, 3, 16, 16)).astype(np.float32)
     np.save(tmp_path / "calib.npy", x)
-    np.save(tmp_path / "report.npy", x[:2])
     worker = w.TfliteWorker().start()
     try:
         verify = {"onnx": (onnx_path, "onnxruntime"), "tflite": (tmp_path / "f.tflite", "auto"),
@@ -85,13 +85,20 @@ def test_fp32_first_then_int8_with_the_ranges_the_layer_report_and_the_checks(tm
         assert worker.idle() and (tmp_path / "f.tflite").is_file() and not (tmp_path / "q.tflite").exists()
         ranges = collect_ranges(onnx_path, x, "minmax", threads=1, use_cache=False).ranges
         np.save(tmp_path / "verify.npy", x[2:5])
-        worker.hand_over(ranges, calib_file=tmp_path / "calib.npy", report_images=tmp_path / "report.npy",
+        worker.hand_over(ranges, calib_file=tmp_path / "calib.npy", report_count=2,
                          verify_images=tmp_path / "verify.npy")
         res = worker.result()
     finally:
         worker.close()
     assert res["int8_bytes"] > 0 and res["ranges_source"].startswith("shared calibration ranges")
     assert res["int8_layers"] and all(set(d) >= {"name", "op", "sqnr_db"} for d in res["int8_layers"])
+    from dataclasses import asdict
+
+    from ghostnet_edge.export.tflite.layers import per_layer_sqnr
+
+    # The report ran on the first report_count held-out images, as the main process's would.
+    here = [asdict(e) for e in per_layer_sqnr(tmp_path / "q.tflite", tmp_path / "f.tflite", x[2:4], num_threads=1)]
+    assert res["int8_layers"] == json.loads(json.dumps(here))  # as it came back: JSON
     from ghostnet_edge.runtime.backends import run_artifact
 
     assert set(res["verify_logits"]) == set(verify)

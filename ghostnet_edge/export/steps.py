@@ -191,8 +191,9 @@ def calibrate(job: ExportJob) -> None:
 
 
 def hand_over(job: ExportJob) -> None:
-    """Send the converter process what it waits for: the ranges (INT8), the calibration tensors, the INT8
-    report's images and the held-out images, as files (cache entries are passed as they are)."""
+    """Send the converter process what it waits for: the ranges (INT8), the calibration tensors and the
+    held-out images, as files (cache entries are passed as they are), and how many of the held-out images
+    the INT8 per-layer report runs on."""
     if not job.converting:
         return
 
@@ -203,14 +204,13 @@ def hand_over(job: ExportJob) -> None:
         np.save(path, arr)
         return path
 
-    calib_file = report = None
+    calib_file, report_count = None, 0
     if job.ranges is not None:
         calib_file = as_file(job.xc, job.calib_batch.cache_file, "calib.npy")
-        if BY_KEY["tflite-int8"].layer_report and job.n_report:
-            report = job.work / "report_images.npy"
-            np.save(report, job.xv[:job.n_report])
+        if BY_KEY["tflite-int8"].layer_report:
+            report_count = job.n_report  # layer_report() uses the same first n_report held-out images
     job.worker.hand_over(job.ranges.ranges if job.ranges is not None else None, calib_file=calib_file,
-                         report_images=report, verify_images=as_file(job.xv, job.xv_file, "verify_images.npy"))
+                         report_count=report_count, verify_images=as_file(job.xv, job.xv_file, "verify_images.npy"))
 
 
 def quantize_onnx(job: ExportJob, art: Artifact) -> None:

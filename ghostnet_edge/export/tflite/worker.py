@@ -15,11 +15,12 @@ Protocol (one JSON object per line on the child's stdin; answers in files):
    optionally ``verify`` (artifact key -> [path, runtime]: the models to run on the held-out images)
    (``{"stop": true}`` or end of input ends the child); the FP32 model is converted at once;
 2. only when the job has INT8 output or ``verify``, once the parent has its images (and, for INT8, has
-   calibrated): ``{"ranges": FILE or null, "calib": NPY, "report_images": NPY or null, "verify_images":
-   NPY or null}`` (ranges: JSON, ONNX tensor -> [lo, hi]), or ``{"error": TEXT}`` when the parent failed
+   calibrated): ``{"ranges": FILE or null, "calib": NPY, "report_count": N, "verify_images": NPY or
+   null}`` (ranges: JSON, ONNX tensor -> [lo, hi]), or ``{"error": TEXT}`` when the parent failed
    first. The calibration tensors feed TensorFlow's own calibrator when the ranges leave a tensor
-   unplaced, and the INT8 file's provenance metadata. With ``report_images`` (NCHW held-out images) the
-   INT8 model's per-layer report is made here too and comes back with the result (``int8_layers``). With
+   unplaced, and the INT8 file's provenance metadata. With ``report_count`` > 0 the INT8 model's
+   per-layer report is made here too, on the first ``report_count`` held-out images (NCHW), and comes
+   back with the result (``int8_layers``). With
    ``verify_images`` the ``verify`` models' logits on them come back (``verify_logits``: key -> NPY,
    loaded by :meth:`TfliteWorker.result`); the parent compares them with PyTorch's. While it waits for
    this message the child marks its job folder (``WAITING``).
@@ -121,8 +122,8 @@ class _Handover:
         # Mapped, not read: only TensorFlow's own calibrator (a fallback) reads the images themselves.
         return np.load(self._message()["calib"], mmap_mode="r", allow_pickle=False)
 
-    def report_images(self) -> Path | None:
-        return Path(self._message()["report_images"]) if self._message().get("report_images") else None
+    def report_count(self) -> int:
+        return int(self._message().get("report_count") or 0)
 
     def verify_images(self) -> Path | None:
         return Path(self._message()["verify_images"]) if self._message().get("verify_images") else None
@@ -148,8 +149,9 @@ def _convert(job: dict[str, Any]) -> dict[str, Any]:
         preprocessing=job["preprocessing"], ranges=handover.ranges if int8 is not None else None,
         hard_swish=job.get("hard_swish", "builtin"), use_cache=bool(job.get("use_cache", False)))
     out = res.to_dict()
-    report = handover.report_images() if int8 is not None else None
-    if report and res.int8_path is not None and res.fp32_path is not None:
+    count = handover.report_count() if int8 is not None else 0
+    images = handover.verify_images() if count or job.get("verify") else None
+    if count and images is not None and res.int8_path is not None and res.fp32_path is not None:
         # The INT8 model's per-layer report runs here, on this process's core, while the parent is still
         # busy with ONNX INT8; made in the parent it was the export's last step, on its own.
         from dataclasses import asdict
@@ -157,11 +159,11 @@ def _convert(job: dict[str, Any]) -> dict[str, Any]:
         from ghostnet_edge.export.tflite.layers import per_layer_sqnr
 
         t0 = time.perf_counter()
-        layers = per_layer_sqnr(res.int8_path, res.fp32_path, np.load(report, allow_pickle=False), num_threads=1)
+        x = np.array(np.load(images, mmap_mode="r", allow_pickle=False)[:count])
+        layers = per_layer_sqnr(res.int8_path, res.fp32_path, x, num_threads=1)
         out["int8_layers"] = [asdict(e) for e in layers]
         out["int8_layers_seconds"] = time.perf_counter() - t0
-    images = handover.verify_images() if job.get("verify") else None
-    if images is not None:
+    if images is not None and job.get("verify"):
         t0 = time.perf_counter()
         out["verify_logits"] = _verify_logits(job["verify"], np.load(images, mmap_mode="r"), Path(job["dir"]))
         out["verify_seconds"] = time.perf_counter() - t0
@@ -315,11 +317,12 @@ class TfliteWorker:
         return (self.job_dir / RESULT).is_file() or (self._wants_handover and (self.job_dir / WAITING).is_file())
 
     def hand_over(self, ranges: dict[str, tuple[float, float]] | None, error: str | None = None,
-                  calib_file: Path | None = None, report_images: Path | None = None,
+                  calib_file: Path | None = None, report_count: int = 0,
                   verify_images: Path | None = None) -> None:
         """The second message of a job (see the module docstring): the calibration's ranges (None without
-        INT8), ``calib_file`` (an .npy of the NCHW calibration tensors), ``report_images`` (an .npy of the
-        INT8 per-layer report's images, if one is wanted) and ``verify_images`` (an .npy of the held-out
+        INT8), ``calib_file`` (an .npy of the NCHW calibration tensors), ``report_count`` (the INT8
+        per-layer report runs on the first that many held-out images; 0: no report) and ``verify_images``
+        (an .npy of the held-out
         images the ``verify`` models run on); or ``error``, why none of it comes."""
         if not self._wants_handover or self.job_dir is None:
             return
@@ -332,7 +335,7 @@ class TfliteWorker:
             path = self.job_dir / "ranges.json"
             path.write_text(json.dumps({k: [lo, hi] for k, (lo, hi) in ranges.items()}))
         self._send({"ranges": str(path) if path else None, "calib": str(calib_file) if calib_file else None,
-                    "report_images": str(report_images) if report_images else None,
+                    "report_count": int(report_count),
                     "verify_images": str(verify_images) if verify_images else None})
 
     def result(self) -> dict[str, Any]:
