@@ -195,6 +195,11 @@ def test_int8_is_fully_integer_with_depthwise_and_integer_se_gate(tiny: dict) ->
     assert len(gates) == 2
     assert all(g.tensors[i].dtype == "INT8" for op in gates for i in (*op.inputs, *op.outputs))
     assert tiny["res"].input_quant is not None and tiny["res"].input_quant[0] > 0
+    # The I/O-only reader (metadata and its checks) sees the very tensors of the full reader.
+    for model in (path, tiny["res"].fp32_path):
+        full, io = tfl_inspect.read_graph(model), tfl_inspect.read_io(model)
+        assert io.inputs == [full.tensors[i] for i in full.inputs]
+        assert io.outputs == [full.tensors[i] for i in full.outputs]
 
 
 def test_int8_tracks_pytorch(tiny: dict) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from ghostnet_edge.errors import DataError, ExportError, MissingDependencyError
 from ghostnet_edge.export.tflite import worker as w
+from ghostnet_edge.utils.hashing import array_digest
 
 pytest.importorskip("tensorflow")
 
@@ -85,12 +86,16 @@ def test_fp32_first_then_int8_with_the_ranges_the_layer_report_and_the_checks(tm
         assert worker.idle() and (tmp_path / "f.tflite").is_file() and not (tmp_path / "q.tflite").exists()
         ranges = collect_ranges(onnx_path, x, "minmax", threads=1, use_cache=False).ranges
         np.save(tmp_path / "verify.npy", x[2:5])
-        worker.hand_over(ranges, calib_file=tmp_path / "calib.npy", report_count=2,
-                         verify_images=tmp_path / "verify.npy")
+        worker.hand_over(ranges, calib_file=tmp_path / "calib.npy", calib_sha256=array_digest(x).hex(),
+                         report_count=2, verify_images=tmp_path / "verify.npy")
         res = worker.result()
     finally:
         worker.close()
     assert res["int8_bytes"] > 0 and res["ranges_source"].startswith("shared calibration ranges")
+    from ghostnet_edge.export.tflite.metadata import read_embedded_metadata
+
+    # The INT8 file's provenance: the hash of the calibration tensors it was calibrated on.
+    assert read_embedded_metadata(tmp_path / "q.tflite")["info"]["representative_nchw_sha256"] == array_digest(x).hex()
     assert res["int8_layers"] and all(set(d) >= {"name", "op", "sqnr_db"} for d in res["int8_layers"])
     from dataclasses import asdict
 

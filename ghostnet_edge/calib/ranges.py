@@ -55,6 +55,7 @@ class TensorRanges:
     cache_hit: bool = False
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    calib_sha256: str = ""  # of the calibration tensors as given (float32, C order): their provenance
 
     def to_ort(self) -> Any:
         """A fresh onnxruntime ``TensorsData`` (its quantizer edits the one it is given)."""
@@ -80,12 +81,14 @@ def ranges_cache_dir() -> Path:
     return cache_home() / "ranges"
 
 
-def ranges_key(model_bytes: bytes, calib: np.ndarray, method: str, runtime_version: str) -> str:
-    """sha256 over everything the ranges depend on: the model, the images, the method, the calibrator."""
+def ranges_key(model_bytes: bytes, calib: np.ndarray, method: str, runtime_version: str,
+               calib_digest: bytes | None = None) -> str:
+    """sha256 over everything the ranges depend on: the model, the images, the method, the calibrator.
+    ``calib_digest``: :func:`array_digest` of ``calib``, when the caller has it already."""
     h = hashlib.sha256()
     h.update(hashlib.sha256(model_bytes).digest())
     h.update(repr(tuple(calib.shape)).encode())
-    h.update(array_digest(calib))
+    h.update(calib_digest if calib_digest is not None else array_digest(calib))
     h.update(f"{method}\0onnxruntime {runtime_version}\0format {_FORMAT}".encode())
     return h.hexdigest()
 
@@ -301,7 +304,8 @@ def collect_ranges(model_path: Path | str, calib: np.ndarray, method: str = "min
         raise ExportError(f"calibration data has shape {tuple(calib.shape)}, expected (N, 3, H, W) with N >= 1",
                           "pass the preprocessed calibration images")
     t0 = time.perf_counter()
-    key = ranges_key(model_path.read_bytes(), calib, method, ort.__version__)
+    digest = array_digest(calib)
+    key = ranges_key(model_path.read_bytes(), calib, method, ort.__version__, digest)
     target = (cache_dir or ranges_cache_dir()) / f"{key}.json"
     if use_cache and target.is_file():
         cached = _load_cached(target, method)
@@ -309,6 +313,7 @@ def collect_ranges(model_path: Path | str, calib: np.ndarray, method: str = "min
             with contextlib.suppress(OSError):
                 os.utime(target)  # recently used: kept by the pruning
             cached.key, cached.cache_hit, cached.seconds = key, True, time.perf_counter() - t0
+            cached.calib_sha256 = digest.hex()
             return cached
     try:
         ranges = _collect(model_path, calib, method, threads)
@@ -317,7 +322,7 @@ def collect_ranges(model_path: Path | str, calib: np.ndarray, method: str = "min
     except Exception as exc:
         raise ExportError(f"onnxruntime calibration ({method}) failed: {exc}",
                           "try another --calib-method, or --no-int8 to export FP32 only") from exc
-    result = TensorRanges(method, ranges, int(len(calib)), key, False, 0.0)
+    result = TensorRanges(method, ranges, int(len(calib)), key, False, 0.0, calib_sha256=digest.hex())
     if use_cache:
         from ghostnet_edge.calib.cache import prune
 

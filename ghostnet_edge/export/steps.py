@@ -210,6 +210,7 @@ def hand_over(job: ExportJob) -> None:
         if BY_KEY["tflite-int8"].layer_report:
             report_count = job.n_report  # layer_report() uses the same first n_report held-out images
     job.worker.hand_over(job.ranges.ranges if job.ranges is not None else None, calib_file=calib_file,
+                         calib_sha256=job.ranges.calib_sha256 if job.ranges is not None else None,
                          report_count=report_count, verify_images=as_file(job.xv, job.xv_file, "verify_images.npy"))
 
 

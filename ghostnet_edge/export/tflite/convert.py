@@ -83,6 +83,10 @@ class TfliteResult:
         return cls(**d)
 
 
+def _known(value: str | Callable[[], str | None] | None) -> str | None:
+    return value() if callable(value) else value
+
+
 def _check_representative(rep: Any, nchw: tuple[int, int, int, int]) -> np.ndarray:
     """The calibration tensors, checked, as given (NCHW; a memory-mapped file stays mapped): only
     TensorFlow's own calibrator reads them as images (:func:`_nhwc`), the shared-ranges route only
@@ -202,6 +206,7 @@ def convert_onnx_to_tflite(
     ranges: Mapping[str, tuple[float, float]] | Callable[[], Mapping[str, tuple[float, float]]] | None = None,
     hard_swish: str = "builtin",
     use_cache: bool = False,
+    representative_sha256: str | Callable[[], str | None] | None = None,
 ) -> TfliteResult:
     """Convert an ONNX CNN to FP32 and/or full-integer INT8 ``.tflite`` files with embedded metadata.
 
@@ -217,7 +222,10 @@ def convert_onnx_to_tflite(
     standard TFLite Metadata and as JSON entries (see :mod:`.metadata`). ``hard_swish`` is the form of
     HardSwish (``builtin`` for ARM, ``depthwise`` for x86; see ``translate._hard_swish``). The same inputs
     always give byte-identical files; with ``use_cache`` a repeated conversion of the same inputs reuses
-    them (:mod:`ghostnet_edge.export.conversion_cache`).
+    them (:mod:`ghostnet_edge.export.conversion_cache`). ``representative_sha256`` (or a callable giving
+    it, asked with the tensors) is :func:`~ghostnet_edge.utils.hashing.array_digest` of ``representative``
+    when the caller has hashed it already (the export's calibration keys its ranges by it); else it is
+    computed here, for the INT8 file's provenance entry.
     """
     if out_fp32 is None and out_int8 is None:
         raise ExportError("nothing to convert: neither an FP32 nor an INT8 output path was given",
@@ -301,7 +309,7 @@ def convert_onnx_to_tflite(
                                              use_cache, code)
         info = {**base_info, "precision": "int16x8" if int16_activations else "int8", "io_dtype": io_dtype,
                 "per_channel": per_channel, "num_representative": int(rep.shape[0]),
-                "representative_nchw_sha256": array_digest(rep).hex()}
+                "representative_nchw_sha256": _known(representative_sha256) or array_digest(rep).hex()}
         model = _with_metadata(model, labels, prep, info, name)
         in_q, out_q = _io_quant(model)
         atomic_write_bytes(out_int8, model)

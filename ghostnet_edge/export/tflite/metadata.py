@@ -688,7 +688,7 @@ def check_metadata_agrees(model: bytes | Path | str, labels: list[str] | None = 
     the labels file is packed, has one line per output value and equals ``labels`` / ghostedge's label
     entry; NormalizationOptions equal ``preprocessing``'s mean/std x 255.
     """
-    from ghostnet_edge.export.tflite.inspect import read_graph
+    from ghostnet_edge.export.tflite.inspect import read_io
 
     where = str(model) if isinstance(model, str | Path) else "the converted model"
     data = load_model_bytes(model) if isinstance(model, str | Path) else bytes(model)
@@ -698,7 +698,7 @@ def check_metadata_agrees(model: bytes | Path | str, labels: list[str] | None = 
     if standard is None:
         raise ExportError(f"{where} has no standard TFLite metadata ({STANDARD} entry)",
                           "re-export it with this ghostedge; apps and MetadataDisplayer need it")
-    graph = read_graph(data)
+    graph = read_io(data)
     problems: list[str] = []
     subgraphs = standard.get("subgraph_metadata", [])
     if len(subgraphs) != 1:
@@ -711,7 +711,7 @@ def check_metadata_agrees(model: bytes | Path | str, labels: list[str] | None = 
     if problems or not ins or not outs:
         raise ExportError(f"{where}: metadata and tensors disagree: {'; '.join(problems) or 'no tensor metadata'}",
                           hint)
-    t_in, t_out = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
+    t_in, t_out = graph.inputs[0], graph.outputs[0]
     md_in, md_out = ins[0], outs[0]
 
     # input geometry and colour

@@ -15,13 +15,14 @@ Protocol (one JSON object per line on the child's stdin; answers in files):
    optionally ``verify`` (artifact key -> [path, runtime]: the models to run on the held-out images)
    (``{"stop": true}`` or end of input ends the child); the FP32 model is converted at once;
 2. only when the job has INT8 output or ``verify``, once the parent has its images (and, for INT8, has
-   calibrated): ``{"ranges": FILE or null, "calib": NPY, "report_count": N, "verify_images": NPY or
-   null}`` (ranges: JSON, ONNX tensor -> [lo, hi]), or ``{"error": TEXT}`` when the parent failed
-   first. The calibration tensors feed TensorFlow's own calibrator when the ranges leave a tensor
-   unplaced, and the INT8 file's provenance metadata. With ``report_count`` > 0 the INT8 model's
-   per-layer report is made here too, on the first ``report_count`` held-out images (NCHW), and comes
-   back with the result (``int8_layers``). With
-   ``verify_images`` the ``verify`` models' logits on them come back (``verify_logits``: key -> NPY,
+   calibrated): ``{"ranges": FILE or null, "calib": NPY, "calib_sha256": HEX or null, "report_count": N,
+   "verify_images": NPY or null}`` (ranges: JSON, ONNX tensor -> [lo, hi]), or ``{"error": TEXT}`` when
+   the parent failed first. The calibration tensors feed TensorFlow's own calibrator when the ranges
+   leave a tensor unplaced, and the INT8 file's provenance metadata (``calib_sha256``, their hash as the
+   parent computed it for its ranges, saves hashing them again). With ``report_count`` > 0 the INT8
+   model's per-layer report is made here too, on the first ``report_count`` held-out images (NCHW), and
+   comes back with the result (``int8_layers``). With ``verify_images`` the ``verify`` models' logits on
+   them come back (``verify_logits``: key -> NPY,
    loaded by :meth:`TfliteWorker.result`); the parent compares them with PyTorch's. While it waits for
    this message the child marks its job folder (``WAITING``).
 
@@ -122,6 +123,9 @@ class _Handover:
         # Mapped, not read: only TensorFlow's own calibrator (a fallback) reads the images themselves.
         return np.load(self._message()["calib"], mmap_mode="r", allow_pickle=False)
 
+    def calib_sha256(self) -> str | None:
+        return self._message().get("calib_sha256") or None
+
     def report_count(self) -> int:
         return int(self._message().get("report_count") or 0)
 
@@ -147,7 +151,8 @@ def _convert(job: dict[str, Any]) -> dict[str, Any]:
         representative=handover.tensors if int8 is not None else None,
         io_dtype=job["io_dtype"], per_channel=job["per_channel"], labels=job["labels"],
         preprocessing=job["preprocessing"], ranges=handover.ranges if int8 is not None else None,
-        hard_swish=job.get("hard_swish", "builtin"), use_cache=bool(job.get("use_cache", False)))
+        hard_swish=job.get("hard_swish", "builtin"), use_cache=bool(job.get("use_cache", False)),
+        representative_sha256=handover.calib_sha256 if int8 is not None else None)
     out = res.to_dict()
     count = handover.report_count() if int8 is not None else 0
     images = handover.verify_images() if count or job.get("verify") else None
@@ -317,10 +322,11 @@ class TfliteWorker:
         return (self.job_dir / RESULT).is_file() or (self._wants_handover and (self.job_dir / WAITING).is_file())
 
     def hand_over(self, ranges: dict[str, tuple[float, float]] | None, error: str | None = None,
-                  calib_file: Path | None = None, report_count: int = 0,
+                  calib_file: Path | None = None, calib_sha256: str | None = None, report_count: int = 0,
                   verify_images: Path | None = None) -> None:
         """The second message of a job (see the module docstring): the calibration's ranges (None without
-        INT8), ``calib_file`` (an .npy of the NCHW calibration tensors), ``report_count`` (the INT8
+        INT8), ``calib_file`` (an .npy of the NCHW calibration tensors) and ``calib_sha256`` (their
+        :func:`~ghostnet_edge.utils.hashing.array_digest`, when known), ``report_count`` (the INT8
         per-layer report runs on the first that many held-out images; 0: no report) and ``verify_images``
         (an .npy of the held-out
         images the ``verify`` models run on); or ``error``, why none of it comes."""
@@ -335,7 +341,7 @@ class TfliteWorker:
             path = self.job_dir / "ranges.json"
             path.write_text(json.dumps({k: [lo, hi] for k, (lo, hi) in ranges.items()}))
         self._send({"ranges": str(path) if path else None, "calib": str(calib_file) if calib_file else None,
-                    "report_count": int(report_count),
+                    "calib_sha256": calib_sha256, "report_count": int(report_count),
                     "verify_images": str(verify_images) if verify_images else None})
 
     def result(self) -> dict[str, Any]:
