@@ -10,7 +10,11 @@ ratio:
   compared bit for bit);
 * onnxruntime's ``quantize_static`` of GhostNet 1.0x (random weights, 64 random calibration images, ranges
   given), its own per-channel weight rounding against ``vectorized_weight_rounding`` (the models are
-  compared byte for byte).
+  compared byte for byte);
+* the same, its own ``find_by_name`` and ``replace_input_of_all_nodes`` against ``linear_graph_edits``
+  (``export/onnx/graph_edits.py``; compared byte for byte);
+* reading a GhostNet 1.0x ``.tflite`` file's input and output tensors: the whole graph (``read_graph``)
+  against only those tensors (``read_io``), what the metadata and its checks read seven times an export.
 
 Usage::
 
@@ -114,7 +118,40 @@ def main(argv: list[str] | None = None) -> int:
               args.repeats)
         digests = {hashlib.sha256((tmp / f"q_{v}.onnx").read_bytes()).hexdigest() for v in (False, True)}
         print(f"  quantized models byte-identical: {len(digests) == 1}")
+
+        def quantize_edits(fast: bool) -> float:
+            out_path = tmp / f"e_{fast}.onnx"
+            return _timed(lambda: quantize_onnx(src, out_path, x, ranges=ranges, threads=2, work_dir=tmp,
+                                                fast_graph_edits=fast))
+
+        _pair("quantize_static, linear graph edits", lambda: quantize_edits(False), lambda: quantize_edits(True),
+              args.repeats)
+        digests = {hashlib.sha256((tmp / f"e_{v}.onnx").read_bytes()).hexdigest() for v in (False, True)}
+        print(f"  quantized models byte-identical: {len(digests) == 1}")
+
+        tflite = _tflite_of(src, tmp)
+        if tflite is not None:
+            from ghostnet_edge.export.tflite.inspect import read_graph, read_io
+
+            full = read_graph(tflite)
+            assert read_io(tflite).inputs == [full.tensors[i] for i in full.inputs], "read_io differs"
+            _pair("a .tflite's I/O tensors, GhostNet 1.0x FP32", lambda: _timed(lambda: read_graph(tflite)),
+                  lambda: _timed(lambda: read_io(tflite)), args.repeats)
     return 0
+
+
+def _tflite_of(onnx_path: Path, tmp: Path) -> bytes | None:
+    """The FP32 ``.tflite`` of ``onnx_path`` (None without TensorFlow)."""
+    try:
+        from ghostnet_edge.export.tflite.convert import convert_onnx_to_tflite
+    except ImportError:
+        return None
+    out = tmp / "model_fp32.tflite"
+    try:
+        convert_onnx_to_tflite(onnx_path, out, None)
+    except Exception:  # noqa: BLE001 - TensorFlow absent: that part is skipped
+        return None
+    return out.read_bytes()
 
 
 def _unchanged():  # noqa: ANN202 - the stand-in for vectorized_weight_rounding: onnxruntime's own rounding

@@ -150,7 +150,7 @@ def quantize_onnx(fp32_path: Path | str, out_path: Path | str, calib: np.ndarray
                   metadata: dict[str, str] | None = None, pre_process: bool = False,
                   work_dir: Path | None = None, threads: int | None = None,
                   ranges: TensorRanges | None = None, cache_file: bool | None = None,
-                  precomputed_weights: bool = True) -> QuantizeResult:
+                  precomputed_weights: bool = True, fast_graph_edits: bool = True) -> QuantizeResult:
     """Static QDQ quantization of ``fp32_path`` calibrated on ``calib`` (preprocessed images).
 
     ``ranges`` are the activation ranges from :func:`ghostnet_edge.calib.ranges.collect_ranges` on the
@@ -160,7 +160,8 @@ def quantize_onnx(fp32_path: Path | str, out_path: Path | str, calib: np.ndarray
     already folded, shapes already inferred) it produced the identical QDQ graph for GhostNet 1.0x and
     cost ~4 s. ``precomputed_weights`` hands onnxruntime the Conv weights' per-channel scales computed at
     once and has it round all channels of a weight at once (:mod:`.weight_params`; the same model, faster);
-    off, onnxruntime does both channel by channel.
+    off, onnxruntime does both channel by channel. ``fast_graph_edits`` has its initializer look-ups and
+    input rewiring done without whole-list scans (:mod:`.graph_edits`; the same model, faster).
     """
     check_method(method)
     onnx = require("onnx", "onnx", "INT8 ONNX quantization")
@@ -186,13 +187,15 @@ def quantize_onnx(fp32_path: Path | str, out_path: Path | str, calib: np.ndarray
 
             quant_pre_process(str(source), str(pre_path), skip_symbolic_shape=False)
             source = pre_path
+        from ghostnet_edge.export.onnx.graph_edits import linear_graph_edits
         from ghostnet_edge.export.onnx.weight_params import conv_weight_overrides, vectorized_weight_rounding
 
         extra: dict[str, Any] = {"WeightSymmetric": True}
         if per_channel and precomputed_weights:
             extra["TensorQuantOverrides"] = conv_weight_overrides(onnx.load(str(source)), activation.reduce_range)
         rounding = vectorized_weight_rounding() if precomputed_weights else contextlib.nullcontext()
-        with quiet_onnxruntime(), _precomputed_ranges(ranges, cache_file) as given, rounding:
+        edits = linear_graph_edits() if fast_graph_edits else contextlib.nullcontext()
+        with quiet_onnxruntime(), _precomputed_ranges(ranges, cache_file) as given, rounding, edits:
             quantize_static(
                 str(source), str(tmp_out), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                 reduce_range=activation.reduce_range,
