@@ -266,15 +266,17 @@ def op_names_of(model_t: Any, s: Any) -> list[str]:
     return [by_code.get(max(int(c.builtinCode), int(c.deprecatedBuiltinCode)), "CUSTOM") for c in model_t.operatorCodes]
 
 
-def write_stats(float_model: bytes, stats: Mapping[int, tuple[float, float]]) -> bytes:
+def write_stats(float_model: bytes, stats: Mapping[int, tuple[float, float]], model_t: Any = None) -> bytes:
     """``float_model`` with ``stats`` (tensor index -> (lo, hi)) as its calibration min/max: the
-    calibrated flatbuffer TensorFlow's calibrator would hand its quantizer."""
+    calibrated flatbuffer TensorFlow's calibrator would hand its quantizer. ``model_t``: ``float_model``
+    already unpacked (``ModelT``), which is then written into."""
     import flatbuffers
 
     from ghostnet_edge.export.tflite.metadata import schema
 
     s = schema()
-    model_t = s.ModelT.InitFromPackedBuf(bytearray(float_model), 0)
+    if model_t is None:
+        model_t = s.ModelT.InitFromPackedBuf(bytearray(float_model), 0)
     for idx, (lo, hi) in stats.items():
         t = model_t.subgraphs[0].tensors[idx]
         if t.quantization is None:
@@ -299,7 +301,7 @@ def calibrated_model(float_model: bytes, onnx_proto: Any, ranges: Mapping[str, t
                         onnx_hard_swish_inputs(onnx_proto))
     if not plan.complete:
         return None, plan
-    return write_stats(float_model, plan.stats), plan
+    return write_stats(float_model, plan.stats, model_t), plan  # the plan only read model_t
 
 
 def quantize_calibrated(calibrated: bytes, io_dtype: str, per_channel: bool) -> bytes:
