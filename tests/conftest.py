@@ -94,3 +94,34 @@ def qemu_sysroot():
         return sr.check_sysroot()
     except TargetError as exc:
         pytest.skip(f"qemu-aarch64 target not set up ({exc.message}); run: {sr.BUILD_COMMAND}")
+
+
+@pytest.fixture
+def quantized_both_ways(tmp_path: Path):
+    """``digests(name, option, choice, per_channel)``: the seeded network ``name`` exported to FP32 ONNX,
+    calibrated (MinMax) on 8 random 32x32 images, and quantized by ``quantize_onnx`` with the keyword
+    ``option`` False, then True; the sha256 of both INT8 models, which should be the same bytes."""
+    import hashlib
+
+    import numpy as np
+
+    def digests(name: str, option: str, choice, per_channel: bool = True) -> list[str]:
+        from ghostnet_edge.calib.ranges import collect_ranges
+        from ghostnet_edge.export.onnx.convert import export_onnx
+        from ghostnet_edge.export.onnx.quantize import quantize_onnx
+        from ghostnet_edge.models import create_model, get_spec
+
+        src = tmp_path / f"{name}.onnx"
+        if not src.exists():
+            export_onnx(create_model(name, seed=0).eval(), get_spec(name).input_size, src)
+        x = np.random.default_rng(1).standard_normal((8, 3, 32, 32)).astype(np.float32)
+        ranges = collect_ranges(src, x, "minmax", threads=1, use_cache=False)
+        out = []
+        for value in (False, True):
+            path = tmp_path / f"{name}_{option}_{value}.onnx"
+            quantize_onnx(src, path, x, "minmax", choice, per_channel, work_dir=tmp_path, threads=1, ranges=ranges,
+                          **{option: value})
+            out.append(hashlib.sha256(path.read_bytes()).hexdigest())
+        return out
+
+    return digests

@@ -3,11 +3,8 @@
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 
 from ghostnet_edge.export.onnx import graph_edits as ge
@@ -56,22 +53,10 @@ def test_replacements_apply_and_are_undone() -> None:
 
 
 @pytest.mark.parametrize("name", ["ghostnet_cifar_050", "mobilenetv3_large_cifar_100"])
-def test_quantized_model_is_byte_identical(name: str, tmp_path: Path) -> None:
-    from ghostnet_edge.calib.ranges import collect_ranges
-    from ghostnet_edge.export.onnx.convert import export_onnx
-    from ghostnet_edge.export.onnx.quantize import choose_activation_type, quantize_onnx
-    from ghostnet_edge.models import create_model, get_spec
+def test_quantized_model_is_byte_identical(name: str, quantized_both_ways) -> None:
+    from ghostnet_edge.export.onnx.quantize import choose_activation_type
 
-    src = tmp_path / "model.onnx"
-    export_onnx(create_model(name, seed=0).eval(), get_spec(name).input_size, src)
-    x = np.random.default_rng(1).standard_normal((8, 3, 32, 32)).astype(np.float32)
-    ranges = collect_ranges(src, x, "minmax", threads=1, use_cache=False)
     choice = choose_activation_type("int8", machine="x86_64", flags=set())
     for per_channel in (True, False):
-        digests = []
-        for fast in (False, True):
-            out = tmp_path / f"{per_channel}_{fast}.onnx"
-            quantize_onnx(src, out, x, "minmax", choice, per_channel, work_dir=tmp_path, threads=1, ranges=ranges,
-                          fast_graph_edits=fast)
-            digests.append(hashlib.sha256(out.read_bytes()).hexdigest())
-        assert digests[0] == digests[1], per_channel
+        before, now = quantized_both_ways(name, "fast_graph_edits", choice, per_channel)
+        assert before == now, per_channel

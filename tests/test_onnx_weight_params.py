@@ -3,9 +3,6 @@ model, byte for byte."""
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -30,26 +27,14 @@ def test_scales_match_onnxruntimes_channel_by_channel_formula() -> None:
 
 
 @pytest.mark.parametrize("name", ["ghostnet_cifar_050", "mobilenetv3_large_cifar_100"])
-def test_quantized_model_is_byte_identical(name: str, tmp_path: Path) -> None:
-    from ghostnet_edge.calib.ranges import collect_ranges
-    from ghostnet_edge.export.onnx.convert import export_onnx
-    from ghostnet_edge.export.onnx.quantize import choose_activation_type, quantize_onnx
-    from ghostnet_edge.models import create_model, get_spec
+def test_quantized_model_is_byte_identical(name: str, quantized_both_ways) -> None:
+    from ghostnet_edge.export.onnx.quantize import choose_activation_type
 
-    src = tmp_path / "model.onnx"
-    export_onnx(create_model(name, seed=0).eval(), get_spec(name).input_size, src)
-    x = np.random.default_rng(1).standard_normal((8, 3, 32, 32)).astype(np.float32)
-    ranges = collect_ranges(src, x, "minmax", threads=1, use_cache=False)
     for act in ("int8", "uint8-reduced"):
         choice = choose_activation_type("int8" if act == "int8" else "auto", machine="x86_64", flags=set())
         assert choice.reduce_range == (act != "int8")
-        digests = []
-        for precomputed in (False, True):
-            out = tmp_path / f"{act}_{precomputed}.onnx"
-            quantize_onnx(src, out, x, "minmax", choice, True, work_dir=tmp_path, threads=1, ranges=ranges,
-                          precomputed_weights=precomputed)
-            digests.append(hashlib.sha256(out.read_bytes()).hexdigest())
-        assert digests[0] == digests[1], act
+        before, now = quantized_both_ways(name, "precomputed_weights", choice)
+        assert before == now, act
 
 
 def test_rounding_all_channels_at_once_matches_onnxruntimes_per_channel_rounding() -> None:
