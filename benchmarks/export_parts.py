@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
               args.repeats)
         digests = {hashlib.sha256((tmp / f"e_{v}.onnx").read_bytes()).hexdigest() for v in (False, True)}
         print(f"  quantized models byte-identical: {len(digests) == 1}")
+        print("  calls per quantization: " + _graph_edit_calls(lambda: quantize_edits(True)))
 
         tflite = _tflite_of(src, tmp)
         if tflite is not None:
@@ -138,6 +139,43 @@ def main(argv: list[str] | None = None) -> int:
             _pair("a .tflite's I/O tensors, GhostNet 1.0x FP32", lambda: _timed(lambda: read_graph(tflite)),
                   lambda: _timed(lambda: read_io(tflite)), args.repeats)
     return 0
+
+
+def _graph_edit_calls(run: Callable[[], object]) -> str:
+    """How often one quantization calls the two replaced functions, and the model's size."""
+    from onnxruntime.quantization import onnx_model
+
+    from ghostnet_edge.export.onnx import graph_edits as ge
+
+    counts = {"first_by_name": 0, "replace_input_of_all_nodes": 0}
+    originals = {name: getattr(ge, name) for name in counts}
+
+    def counted(name: str) -> Callable[..., object]:
+        def call(*a: object) -> object:
+            counts[name] += 1
+            return originals[name](*a)
+        return call
+
+    sizes: dict[str, int] = {}
+    init = onnx_model.ONNXModel.__init__
+
+    def sized(self: object, model: object) -> None:
+        init(self, model)
+        sizes.setdefault("nodes", len(model.graph.node))                 # type: ignore[attr-defined]
+        sizes.setdefault("initializers", len(model.graph.initializer))   # type: ignore[attr-defined]
+
+    for name in counts:
+        setattr(ge, name, counted(name))
+    onnx_model.ONNXModel.__init__ = sized
+    try:
+        run()
+    finally:
+        for name, fn in originals.items():
+            setattr(ge, name, fn)
+        onnx_model.ONNXModel.__init__ = init
+    return (f"find_by_name {counts['first_by_name']}, replace_input_of_all_nodes "
+            f"{counts['replace_input_of_all_nodes']} (float model: {sizes.get('nodes')} nodes, "
+            f"{sizes.get('initializers')} initializers)")
 
 
 def _tflite_of(onnx_path: Path, tmp: Path) -> bytes | None:

@@ -4,9 +4,10 @@ for byte).
 onnxruntime's QDQ quantizer looks initializers up by name with ``quant_utils.find_by_name``, which builds
 the list of every match before it returns the first, and moves each quantized tensor's consumers onto
 its Q/DQ output with ``ONNXModel.replace_input_of_all_nodes``, which makes one Python call per node of the
-graph. For GhostNet 1.0x (about 600 initializers and 550 nodes) these run about 2,700 and 270 times per
-quantization; ``benchmarks/export_parts.py`` times ``quantize_static`` with and without the replacements
-below. :func:`first_by_name` stops at the first match; :func:`replace_input_of_all_nodes` asks each node
+graph, and both lists grow as the Q/DQ nodes and their scales are added. For GhostNet 1.0x they run 2,716
+and 272 times per quantization; ``benchmarks/export_parts.py`` counts them and times ``quantize_static``
+with and without the replacements below (0.93 s against 0.74 s on the project's AMD EPYC,
+``docs/results/export_parts_amd.md``). :func:`first_by_name` stops at the first match; :func:`replace_input_of_all_nodes` asks each node
 whether it reads the old name (one containment test in protobuf's C code) before rewriting its inputs.
 Both do exactly what the originals do. An onnxruntime without these functions, or with other
 signatures, keeps its own.
