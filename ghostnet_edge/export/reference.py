@@ -22,8 +22,9 @@ def torch_threads(threads: int) -> Iterator[None]:
     """Run PyTorch with ``threads`` intra-op threads, and give callers (the curve sweep) their own setting
     back. An export holds PyTorch to one thread fewer than the cores while another of its processes works
     (the TFLite converter, the image prefetch): an OpenMP pool whose second thread shares a busy core waits
-    on it at every operator, and one 224x224 forward pass of GhostNet 1.0x, traced for ONNX, then takes
-    several times as long as on one thread."""
+    on it at every operator. The ``onnx_export`` stage of ``benchmarks/export_time.py`` (GhostNet 1.0x,
+    one traced forward pass) took 1.38-1.80 s that way and 1.07-1.22 s on one thread, in six alternated
+    runs on the project's AMD EPYC (``docs/results/export_time_amd.md``)."""
     import torch
 
     saved = torch.get_num_threads()
