@@ -22,9 +22,9 @@ Protocol (one JSON object per line on the child's stdin; answers in files):
    parent computed it for its ranges, saves hashing them again). With ``report_count`` > 0 the INT8
    model's per-layer report is made here too, on the first ``report_count`` held-out images (NCHW), and
    comes back with the result (``int8_layers``). With ``verify_images`` the ``verify`` models' logits on
-   them come back (``verify_logits``: key -> NPY,
-   loaded by :meth:`TfliteWorker.result`); the parent compares them with PyTorch's. While it waits for
-   this message the child marks its job folder (``WAITING``).
+   them come back (``verify_logits``: key -> NPY, loaded by :meth:`TfliteWorker.result`); the parent
+   compares them with PyTorch's. While it waits for this message the child marks its job folder
+   (``WAITING``).
 
 The answer, ``DIR/result.json``, holds ``{"ok": true, "result": TfliteResult}`` or ``{"ok": false,
 "error": {...}}``; the parent re-raises the error as the same :class:`~ghostnet_edge.errors.GhostEdgeError`,
@@ -328,8 +328,8 @@ class TfliteWorker:
         INT8), ``calib_file`` (an .npy of the NCHW calibration tensors) and ``calib_sha256`` (their
         :func:`~ghostnet_edge.utils.hashing.array_digest`, when known), ``report_count`` (the INT8
         per-layer report runs on the first that many held-out images; 0: no report) and ``verify_images``
-        (an .npy of the held-out
-        images the ``verify`` models run on); or ``error``, why none of it comes."""
+        (an .npy of the held-out images the ``verify`` models run on); or ``error``, why none of it
+        comes."""
         if not self._wants_handover or self.job_dir is None:
             return
         self._wants_handover = False
