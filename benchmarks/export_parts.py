@@ -11,7 +11,8 @@ ratio:
 * onnxruntime's ``quantize_static`` of GhostNet 1.0x (random weights, 64 random calibration images, ranges
   given), its own per-channel weight rounding against ``vectorized_weight_rounding`` (the models are
   compared byte for byte);
-* the same, its own ``find_by_name`` and ``replace_input_of_all_nodes`` against ``linear_graph_edits``
+* the same, its own ``find_by_name``, ``get_initializer``, ``initializer_extend`` and
+  ``replace_input_of_all_nodes`` against ``linear_graph_edits``
   (``export/onnx/graph_edits.py``; compared byte for byte);
 * reading a GhostNet 1.0x ``.tflite`` file's input and output tensors: the whole graph (``read_graph``)
   against only those tensors (``read_io``), what the metadata and its checks read seven times an export.
@@ -142,12 +143,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _graph_edit_calls(run: Callable[[], object]) -> str:
-    """How often one quantization calls the two replaced functions, and the model's size."""
+    """How often one quantization calls the replaced functions, and the model's size."""
     from onnxruntime.quantization import onnx_model
 
     from ghostnet_edge.export.onnx import graph_edits as ge
 
-    counts = {"first_by_name": 0, "replace_input_of_all_nodes": 0}
+    counts = {"indexed_first_by_name": 0, "get_initializer": 0, "initializer_extend": 0,
+              "replace_input_of_all_nodes": 0}
     originals = {name: getattr(ge, name) for name in counts}
 
     def counted(name: str) -> Callable[..., object]:
@@ -173,7 +175,8 @@ def _graph_edit_calls(run: Callable[[], object]) -> str:
         for name, fn in originals.items():
             setattr(ge, name, fn)
         onnx_model.ONNXModel.__init__ = init
-    return (f"find_by_name {counts['first_by_name']}, replace_input_of_all_nodes "
+    return (f"find_by_name {counts['indexed_first_by_name']}, get_initializer {counts['get_initializer']}, "
+            f"initializer_extend {counts['initializer_extend']}, replace_input_of_all_nodes "
             f"{counts['replace_input_of_all_nodes']} (float model: {sizes.get('nodes')} nodes, "
             f"{sizes.get('initializers')} initializers)")
 
