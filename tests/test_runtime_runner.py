@@ -153,3 +153,23 @@ def test_missing_runtime_names_the_pip_package(tiny: dict[str, Path], monkeypatc
     assert "pip install" in (err.value.hint or "")
     with pytest.raises(GhostEdgeError, match="cannot run"):
         load_runner(tiny["tiny_fp32.onnx"], runtime="litert")
+
+
+def test_dynamic_batch_runs_in_chunks_with_the_same_logits(tiny: dict[str, Path],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large batch through a dynamic-batch ONNX model runs RUN_PIXEL_BUDGET's worth of images at a time;
+    the logits are those of one run of the whole batch."""
+    model = dr.load_model(str(tiny["tiny_fp32.onnx"]), "onnxruntime", 1)
+    assert not model.batch_fixed
+    assert dr.run_chunk(224 * 224) == 8 and dr.run_chunk(32 * 32) == 392 and dr.run_chunk(10**9) == 1
+    x = np.random.default_rng(5).standard_normal((11, 3, 32, 32)).astype(np.float32)
+    whole = model.run_native(model.prepare(x))
+    sizes: list[int] = []
+    native = model.run_native
+    monkeypatch.setattr(model, "run_native", lambda b: (sizes.append(len(b)), native(b))[1])
+    monkeypatch.setattr(dr, "RUN_PIXEL_BUDGET", 4 * 32 * 32)
+    np.testing.assert_allclose(model.run(x), whole, rtol=0, atol=1e-6)
+    assert sizes == [4, 4, 3]
+    sizes.clear()
+    model.run(x[:4])
+    assert sizes == [4]
