@@ -14,6 +14,9 @@ ratio:
 * the same, its own ``find_by_name``, ``get_initializer``, ``initializer_extend`` and
   ``replace_input_of_all_nodes`` against ``linear_graph_edits``
   (``export/onnx/graph_edits.py``; compared byte for byte);
+* the held-out checks' runs on one thread, 32 images: onnxruntime on the whole batch against chunks of
+  ``device_runner.run_chunk`` images, and PyTorch in batches of 16 against ``reference.reference_batch``
+  (the logits are compared);
 * reading a GhostNet 1.0x ``.tflite`` file's input and output tensors: the whole graph (``read_graph``)
   against only those tensors (``read_io``), what the metadata and its checks read seven times an export.
 
@@ -130,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         digests = {hashlib.sha256((tmp / f"e_{v}.onnx").read_bytes()).hexdigest() for v in (False, True)}
         print(f"  quantized models byte-identical: {len(digests) == 1}")
         print("  calls per quantization: " + _graph_edit_calls(lambda: quantize_edits(True)))
+        _held_out_runs(src, args.repeats)
 
         tflite = _tflite_of(src, tmp)
         if tflite is not None:
@@ -140,6 +144,29 @@ def main(argv: list[str] | None = None) -> int:
             _pair("a .tflite's I/O tensors, GhostNet 1.0x FP32", lambda: _timed(lambda: read_graph(tflite)),
                   lambda: _timed(lambda: read_io(tflite)), args.repeats)
     return 0
+
+
+def _held_out_runs(onnx_path: Path, repeats: int) -> None:
+    """The held-out checks' runs, one thread, 32 images at 224: onnxruntime on the whole batch against chunks
+    of ``run_chunk`` images, and PyTorch's reference in batches of 16 against ``reference_batch``."""
+    import numpy as np
+
+    from ghostnet_edge.export.reference import reference_batch, run_torch, torch_threads
+    from ghostnet_edge.models import create_model
+    from ghostnet_edge.runtime import device_runner as dr
+
+    x = np.random.default_rng(2).standard_normal((32, 3, 224, 224)).astype(np.float32)
+    model = dr.load_model(str(onnx_path), "onnxruntime", 1)
+    whole, chunked = model.run_native(model.prepare(x)), model.run(x)
+    _pair(f"onnxruntime, 32 images: one run / chunks of {dr.run_chunk(224 * 224)}",
+          lambda: _timed(lambda: model.run_native(model.prepare(x))), lambda: _timed(lambda: model.run(x)), repeats)
+    print(f"  logits identical: {np.array_equal(whole, chunked)} (max |diff| {np.abs(whole - chunked).max():.2g})")
+    net = create_model("ghostnet_100", seed=0).eval()
+    with torch_threads(1):
+        a, b = run_torch(net, x, 16), run_torch(net, x)
+        _pair(f"PyTorch reference, 32 images: batches of 16 / {reference_batch(224 * 224)}",
+              lambda: _timed(lambda: run_torch(net, x, 16)), lambda: _timed(lambda: run_torch(net, x)), repeats)
+    print(f"  logits max |diff|: {np.abs(a - b).max():.2g}")
 
 
 def _graph_edit_calls(run: Callable[[], object]) -> str:

@@ -453,3 +453,25 @@ def test_main_process_threads_leave_the_converters_core_while_it_works(tmp_path:
     with torch_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def test_pytorch_reference_runs_a_few_images_at_a_time() -> None:
+    """run_torch calls the model on REFERENCE_PIXEL_BUDGET's worth of images at a time, in order, and the
+    logits agree with one call on all of them to float32 rounding."""
+    import torch
+
+    from ghostnet_edge.export.reference import reference_batch, run_torch
+
+    assert reference_batch(224 * 224) == 4 and reference_batch(32 * 32) == 196 and reference_batch(10**9) == 1
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(8, 5))
+    sizes: list[int] = []
+    net.register_forward_pre_hook(lambda _m, args: sizes.append(len(args[0])))
+    x = np.random.default_rng(3).standard_normal((9, 3, 224, 224)).astype(np.float32)
+    out = run_torch(net, x)
+    assert sizes == [4, 4, 1]
+    with torch.no_grad():
+        whole = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(out, whole, rtol=0, atol=1e-5)
+    assert run_torch(net, x, batch=9).shape == (9, 5) and sizes[-1] == 9
