@@ -17,6 +17,8 @@ ratio:
 * the held-out checks' runs on one thread, 32 images: onnxruntime on the whole batch against chunks of
   ``device_runner.run_chunk`` images, and PyTorch in batches of 16 against ``reference.reference_batch``
   (the logits are compared);
+* the TFLite FP32 conversion of GhostNet 1.0x with each step's model object unpacked from its bytes
+  against handed over from the step before (``export/tflite/unpacked.py``; compared byte for byte);
 * reading a GhostNet 1.0x ``.tflite`` file's input and output tensors: the whole graph (``read_graph``)
   against only those tensors (``read_io``), what the metadata and its checks read seven times an export.
 
@@ -137,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
         tflite = _tflite_of(src, tmp)
         if tflite is not None:
+            _handover_pair(src, tmp, args.repeats)
             from ghostnet_edge.export.tflite.inspect import read_graph, read_io
 
             full = read_graph(tflite)
@@ -220,6 +223,27 @@ def _tflite_of(onnx_path: Path, tmp: Path) -> bytes | None:
     except Exception:  # noqa: BLE001 - TensorFlow absent: that part is skipped
         return None
     return out.read_bytes()
+
+
+def _handover_pair(onnx_path: Path, tmp: Path, repeats: int) -> None:
+    """The FP32 conversion (translation, converter, metadata) with its model objects unpacked again at each
+    step against handed over (``export/tflite/unpacked.py``); the files are compared byte for byte."""
+    import contextlib
+
+    from ghostnet_edge.export.tflite import convert as tc
+    from ghostnet_edge.export.tflite import unpacked
+
+    def convert(handover: bool) -> float:
+        tc.handed_over = unpacked.handed_over if handover else (lambda: contextlib.nullcontext(unpacked.Handover()))
+        try:
+            return _timed(lambda: tc.convert_onnx_to_tflite(onnx_path, tmp / f"h_{handover}.tflite", None))
+        finally:
+            tc.handed_over = unpacked.handed_over
+
+    _pair("TFLite FP32 conversion, GhostNet 1.0x: model objects handed over", lambda: convert(False),
+          lambda: convert(True), repeats)
+    same = (tmp / "h_False.tflite").read_bytes() == (tmp / "h_True.tflite").read_bytes()
+    print(f"  converted files byte-identical: {same}")
 
 
 def _unchanged():  # noqa: ANN202 - the stand-in for vectorized_weight_rounding: onnxruntime's own rounding

@@ -421,3 +421,40 @@ def test_ghostnet_int8_is_fully_integer(tmp_path: Path, name: str, size: int) ->
     assert diff <= 1e-4
     q = run_artifact(res.int8_path, x)
     assert q.shape == ref.shape and np.isfinite(q).all()
+
+
+def test_handover_gives_the_packed_object_once_for_exactly_its_bytes() -> None:
+    from ghostnet_edge.export.tflite.unpacked import Handover
+
+    h, obj = Handover(), object()
+    h.offer(b"model", obj)
+    assert h.take(b"other") is None and h.take(b"mode") is None
+    assert h.take(bytearray(b"model")) is obj
+    assert h.take(b"model") is None and h.given == 1
+
+
+def test_converter_hands_over_its_model_object_and_the_file_is_the_same(tiny: dict, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """TensorFlow's conversion-metadata step and ghostedge's metadata embedding take the model object the
+    step before them packed, instead of unpacking its bytes; the .tflite file is the one unpacking gives."""
+    import contextlib
+
+    from ghostnet_edge.export.tflite import convert as tc
+    from ghostnet_edge.export.tflite import unpacked
+
+    given: list[int] = []
+    real = unpacked.handed_over
+
+    @contextlib.contextmanager
+    def counted():  # noqa: ANN202
+        with real() as handover:
+            yield handover
+        given.append(handover.given)
+
+    monkeypatch.setattr(tc, "handed_over", counted)
+    handed = convert_onnx_to_tflite(tiny["onnx"], tmp_path / "handed.tflite", None, labels=LABELS, preprocessing=PREP)
+    assert given == [2]  # TensorFlow's metadata step, then ghostedge's
+    monkeypatch.setattr(tc, "handed_over", lambda: contextlib.nullcontext(unpacked.Handover()))
+    plain = convert_onnx_to_tflite(tiny["onnx"], tmp_path / "plain.tflite", None, labels=LABELS, preprocessing=PREP)
+    assert handed.fp32_path.read_bytes() == plain.fp32_path.read_bytes()
+    assert _sha(plain.fp32_path) == _sha(tiny["res"].fp32_path)

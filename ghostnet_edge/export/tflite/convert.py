@@ -38,6 +38,7 @@ from ghostnet_edge.errors import ExportError, first_line, require
 from ghostnet_edge.export import conversion_cache as cc
 from ghostnet_edge.export.tflite import metadata as md
 from ghostnet_edge.export.tflite.ranges import quantize_with_ranges
+from ghostnet_edge.export.tflite.unpacked import handed_over
 from ghostnet_edge.utils.atomic import atomic_write_bytes
 from ghostnet_edge.utils.hashing import array_digest
 
@@ -184,11 +185,12 @@ def _model_name(proto: Any, onnx_path: Path) -> str:
 
 
 def _with_metadata(model: bytes, labels: list[str] | None, prep: dict[str, Any] | None,
-                   info: dict[str, Any], name: str) -> bytes:
-    """``model`` with ghostedge's JSON entries, standard TFLite Metadata and labels.txt, checked."""
+                   info: dict[str, Any], name: str, model_t: Any = None) -> bytes:
+    """``model`` with ghostedge's JSON entries, standard TFLite Metadata and labels.txt, checked
+    (``model_t``: ``model`` already unpacked, when the converter handed it over)."""
     meta = md.image_classifier_metadata(model, labels, prep, info, name)
     entries = {**md.json_entries(labels, prep, info), **md.standard_entry(meta)}
-    model = md.embed_metadata(model, entries, meta.associated_files())
+    model = md.embed_metadata(model, entries, meta.associated_files(), model_t=model_t)
     md.check_metadata_agrees(model, labels=labels, preprocessing=prep)
     return model
 
@@ -288,15 +290,18 @@ def convert_onnx_to_tflite(
     in_q = out_q = None
     ranges_source = None
     shared = ranges is not None and not int16_activations
+    float_object = None  # float_model unpacked, as the converter's last step packed it
     if float_model is None and (out_fp32 is not None or (out_int8 is not None and shared)):
         t0 = time.perf_counter()
-        float_model = _convert(tf, concrete_fn(), None, "float32", per_channel)
+        with handed_over() as handover:
+            float_model = _convert(tf, concrete_fn(), None, "float32", per_channel)
+            float_object = handover.take(float_model) if out_fp32 is not None else None
         cc.store(fp32_key, float_model, use_cache)
         fp32_s = time.perf_counter() - t0
     if out_fp32 is not None:
         t0 = time.perf_counter()
         info = {**base_info, "precision": "fp32"}
-        model = _with_metadata(float_model, labels, prep, info, name)
+        model = _with_metadata(float_model, labels, prep, info, name, model_t=float_object)
         atomic_write_bytes(out_fp32, model)
         fp32_s = (fp32_s or 0.0) + time.perf_counter() - t0
         fp32_bytes = len(model)

@@ -131,20 +131,22 @@ class _AlignedBuffer:
 
 
 def embed_metadata(model: bytes, entries: dict[str, bytes],
-                   associated_files: dict[str, bytes] | None = None) -> bytes:
+                   associated_files: dict[str, bytes] | None = None, model_t: Any = None) -> bytes:
     """Return ``model`` with ``entries`` (name -> bytes) in its metadata table, replacing same-named ones.
 
     ``associated_files`` (name -> bytes) are packed as the zip archive appended to the model (the
     standard metadata's associated files); None keeps the files the model already carries, ``{}`` drops
     them. Deterministic: the same model, entries and files give the same bytes (entries are added in
-    sorted order, files in sorted order with fixed zip attributes).
+    sorted order, files in sorted order with fixed zip attributes). ``model_t``, when the caller has it, is
+    ``model`` already unpacked (a ``ModelT``, edited here; ignored for a model with associated files).
     """
     import flatbuffers
 
     flat, packed = split_packed_files(model)
     files = packed if associated_files is None else associated_files
     s = schema()
-    model_t = s.ModelT.InitFromPackedBuf(bytearray(flat), 0)
+    if model_t is None or packed:
+        model_t = s.ModelT.InitFromPackedBuf(bytearray(flat), 0)
     model_t.metadata = list(model_t.metadata or [])
     model_t.buffers = list(model_t.buffers or [])
     by_name = {(m.name.decode() if isinstance(m.name, bytes) else m.name): m for m in model_t.metadata}
