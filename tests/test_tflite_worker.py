@@ -142,3 +142,66 @@ def test_one_converter_process_serves_successive_exports(tmp_path: Path) -> None
     finally:
         worker.kill()
     assert (tmp_path / "f0.tflite").read_bytes() == (tmp_path / "f1.tflite").read_bytes()
+
+
+def test_lines_reader_sees_whole_lines_as_they_arrive() -> None:
+    import os
+
+    r, wr = os.pipe()
+    lines = w._Lines(r)
+    try:
+        assert not lines.ready()
+        os.write(wr, b'{"a": 1}\n{"b"')
+        assert lines.ready() and lines.readline() == '{"a": 1}'
+        assert not lines.ready()  # half a line is not a message
+        os.write(wr, b': 2}\n')
+        assert lines.ready() and lines.readline() == '{"b": 2}'
+        os.close(wr)
+        assert lines.ready() and lines.readline() == ""  # the end of input
+    finally:
+        os.close(r)
+
+
+@pytest.mark.parametrize("handover_first", [False, True])
+def test_fp32_held_out_runs_fill_the_wait_for_the_ranges(tmp_path: Path, handover_first: bool) -> None:
+    """Held-out images sent before the hand-over: the child runs the FP32 models on them while it would
+    wait for the ranges, and only the INT8 model after; with the hand-over already there it runs them all
+    after the INT8 conversion. The logits are the same either way."""
+    import time
+
+    from ghostnet_edge.calib.ranges import collect_ranges
+    from ghostnet_edge.export.tflite._testing import TinyGhostNet, export_onnx_for_tests
+    from ghostnet_edge.runtime.backends import run_artifact
+
+    onnx_path = export_onnx_for_tests(TinyGhostNet(num_classes=3), tmp_path / "tiny.onnx", (3, 16, 16))
+    x = np.random.default_rng(1).standard_normal((6, 3, 16, 16)).astype(np.float32)
+    np.save(tmp_path / "calib.npy", x)
+    np.save(tmp_path / "verify.npy", x[1:4])
+    ranges = collect_ranges(onnx_path, x, "minmax", threads=1, use_cache=False).ranges
+    verify = {"onnx": (onnx_path, "onnxruntime"), "tflite": (tmp_path / "f.tflite", "auto"),
+              "tflite-int8": (tmp_path / "q.tflite", "auto")}
+    worker = w.TfliteWorker().start()
+
+    def hand_over() -> None:
+        worker.hand_over(ranges, calib_file=tmp_path / "calib.npy", report_count=0,
+                         verify_images=tmp_path / "verify.npy")
+
+    try:
+        worker.submit(onnx_path, tmp_path / "f.tflite", tmp_path / "q.tflite", "int8", True,
+                      ["a", "b", "c"], {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}, verify=verify)
+        worker.send_held_out(tmp_path / "verify.npy")
+        if handover_first:
+            hand_over()
+        else:
+            deadline = time.monotonic() + 120
+            while not worker.idle() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert worker.idle() and not (tmp_path / "q.tflite").exists()
+            hand_over()
+        res = worker.result()
+    finally:
+        worker.close()
+    assert res["verify_early"]["models"] == ([] if handover_first else ["onnx", "tflite"])
+    assert set(res["verify_logits"]) == set(verify)
+    for key, (path, runtime) in verify.items():
+        np.testing.assert_array_equal(res["verify_logits"][key], run_artifact(path, x[1:4], 1, runtime))

@@ -115,6 +115,7 @@ def _run(job: ExportJob) -> ExportReport:
     steps.CONVERTERS[source.convert](job, source)
     steps.start_tflite(job)
     steps.prepare_images(job)
+    steps.send_held_out(job)
     steps.pytorch_reference(job)
     job.n_report = report_image_count(job.cfg.report_images, tuple(job.spec.input_size[-2:]), len(job.xv))
     if not steps.checked_by_converter(job, source):

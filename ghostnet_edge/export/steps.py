@@ -190,28 +190,38 @@ def calibrate(job: ExportJob) -> None:
         raise
 
 
+def _as_file(job: ExportJob, arr: np.ndarray, cached: Path | None, name: str) -> Path:
+    """``arr`` as an .npy file for the converter process: its cache entry, else saved in the work folder."""
+    if cached is not None and cached.is_file():
+        return cached
+    path = job.work / name
+    if not path.is_file():
+        np.save(path, arr)
+    return path
+
+
+def send_held_out(job: ExportJob) -> None:
+    """Send the converter process the held-out images as soon as they are decoded: it runs the FP32 models
+    on them while it would otherwise wait for the calibration (``export/tflite/worker.py``)."""
+    if job.converting:
+        job.worker.send_held_out(_as_file(job, job.xv, job.xv_file, "verify_images.npy"))
+
+
 def hand_over(job: ExportJob) -> None:
     """Send the converter process what it waits for: the ranges (INT8), the calibration tensors and the
     held-out images, as files (cache entries are passed as they are), and how many of the held-out images
     the INT8 per-layer report runs on."""
     if not job.converting:
         return
-
-    def as_file(arr: np.ndarray, cached: Path | None, name: str) -> Path:
-        if cached is not None and cached.is_file():
-            return cached
-        path = job.work / name  # no cache entry: hand the tensors over in the work folder
-        np.save(path, arr)
-        return path
-
     calib_file, report_count = None, 0
     if job.ranges is not None:
-        calib_file = as_file(job.xc, job.calib_batch.cache_file, "calib.npy")
+        calib_file = _as_file(job, job.xc, job.calib_batch.cache_file, "calib.npy")
         if BY_KEY["tflite-int8"].layer_report:
             report_count = job.n_report  # layer_report() uses the same first n_report held-out images
     job.worker.hand_over(job.ranges.ranges if job.ranges is not None else None, calib_file=calib_file,
                          calib_sha256=job.ranges.calib_sha256 if job.ranges is not None else None,
-                         report_count=report_count, verify_images=as_file(job.xv, job.xv_file, "verify_images.npy"))
+                         report_count=report_count,
+                         verify_images=_as_file(job, job.xv, job.xv_file, "verify_images.npy"))
 
 
 def quantize_onnx(job: ExportJob, art: Artifact) -> None:
@@ -282,7 +292,11 @@ def convert_tflite(job: ExportJob, art: Artifact) -> None:
         timer.timings["tflite_convert.waiting_for_import"] = answer.pop("import_wait_seconds", 0.0)
         timer.timings["tflite_convert.waiting_for_ranges"] = answer.pop("handover_wait_seconds", 0.0)
         job.verify_logits = answer.pop("verify_logits", None) or {}
+        early = answer.pop("verify_early", None) or {}
         if job.verify_logits:
+            if early.get("models"):  # made while it waited for the ranges (see worker._Handover)
+                timer.timings[f"held-out runs before the ranges: {', '.join(early['models'])} (converter process)"] = \
+                    early["seconds"]
             timer.timings["held-out runs (converter process)"] = answer.pop("verify_seconds")
         res = TfliteResult.from_dict(answer)
         cpu0, t0 = job.region

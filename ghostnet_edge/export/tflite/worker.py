@@ -24,7 +24,9 @@ Protocol (one JSON object per line on the child's stdin; answers in files):
    comes back with the result (``int8_layers``). With ``verify_images`` the ``verify`` models' logits on
    them come back (``verify_logits``: key -> NPY, loaded by :meth:`TfliteWorker.result`); the parent
    compares them with PyTorch's. While it waits for this message the child marks its job folder
-   (``WAITING``).
+   (``WAITING``). Before it, as soon as the parent has decoded them, ``{"held_out": NPY}`` may bring the
+   held-out images on their own: the child then runs the FP32 ``verify`` models on them while it would
+   otherwise wait (see ``_Handover``), and their logits come back with the others.
 
 The answer, ``DIR/result.json``, holds ``{"ok": true, "result": TfliteResult}`` or ``{"ok": false,
 "error": {...}}``; the parent re-raises the error as the same :class:`~ghostnet_edge.errors.GhostEdgeError`,
@@ -38,6 +40,7 @@ import atexit
 import contextlib
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -82,27 +85,117 @@ def _error_dict(exc: BaseException) -> dict[str, Any]:
             "errno": errno}
 
 
+class _Lines:
+    """Lines from a file descriptor, read without Python's buffering, so that :meth:`ready` (is a whole line
+    already there?) sees every byte that has arrived."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = b""
+        self.eof = False
+
+    def _fill(self) -> None:
+        chunk = os.read(self.fd, 1 << 16)
+        self.buf += chunk
+        self.eof = not chunk
+
+    def ready(self) -> bool:
+        """A whole line (or the end of input) can be read without waiting."""
+        if b"\n" in self.buf or self.eof:
+            return True
+        try:
+            readable = select.select([self.fd], [], [], 0)[0]
+        except (OSError, ValueError):  # no select on this descriptor: count nothing as arrived
+            return False
+        if readable:
+            self._fill()
+        return b"\n" in self.buf or self.eof
+
+    def readline(self) -> str:
+        while b"\n" not in self.buf and not self.eof:
+            self._fill()
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line.decode()
+
+
+_STDIN: _Lines | None = None
+
+
 def _read_message() -> dict[str, Any] | None:
-    line = sys.stdin.readline()
+    global _STDIN
+    if _STDIN is None:
+        _STDIN = _Lines(sys.stdin.fileno())
+    line = _STDIN.readline()
     return json.loads(line) if line.strip() else None
+
+
+def _message_ready() -> bool:
+    """The parent's next message has arrived (reading it will not wait)."""
+    global _STDIN
+    if _STDIN is None:
+        _STDIN = _Lines(sys.stdin.fileno())
+    return _STDIN.ready()
 
 
 class _Handover:
     """What the parent sends once its images are decoded and, for INT8, its calibration pass is done, read
     on first use: the ranges, the calibration tensors, the per-layer report's images and the held-out
     images. While waiting the child marks its job folder (``WAITING``), so the parent may give its
-    calibration pass this core too."""
+    calibration pass this core too.
 
-    def __init__(self, job_dir: Path) -> None:
+    The parent sends the held-out images earlier, on their own (``{"held_out": NPY}``), as soon as they
+    are decoded. When this process would otherwise wait (its FP32 work is done, the hand-over has not
+    come), it first makes the held-out runs of the ``early`` models whose files exist by then (the FP32
+    ones), one by one, and stops as soon as the hand-over arrives: the INT8 conversion does not wait for
+    them, and after it only the INT8 model's run is left."""
+
+    def __init__(self, job_dir: Path, early: dict[str, list[str]] | None = None) -> None:
         self.job_dir = job_dir
         self.msg: dict[str, Any] | None = None
         self.waited = 0.0  # seconds this process idled for the message: the export's timing report shows it
+        self.early = dict(early or {})
+        self.held_out: str | None = None
+        self.early_logits: dict[str, str] = {}  # artifact key -> .npy of its logits on the held-out images
+        self.early_seconds = 0.0
+        self._pending: list[dict[str, Any] | None] = []  # a message read while looking for held_out
+
+    def _next(self) -> dict[str, Any] | None:
+        """The next message other than the held-out images (which are noted)."""
+        while True:
+            msg = self._pending.pop() if self._pending else _read_message()
+            if msg is not None and set(msg) == {"held_out"}:
+                self.held_out = msg["held_out"]
+                continue
+            return msg
+
+    def _arrived(self) -> bool:
+        """Whether the hand-over (or an error, or the end of input) is here; held-out images are noted."""
+        while not self._pending and _message_ready():
+            msg = _read_message()
+            if msg is not None and set(msg) == {"held_out"}:
+                self.held_out = msg["held_out"]
+            else:
+                self._pending.append(msg)
+        return bool(self._pending)
+
+    def _run_early(self) -> None:
+        import numpy as np
+
+        t0 = time.perf_counter()
+        for key, (path, runtime) in self.early.items():
+            if self._arrived() or self.held_out is None:
+                break
+            if Path(path).is_file() and key not in self.early_logits:
+                self.early_logits.update(_verify_logits({key: (path, runtime)},
+                                                        np.load(self.held_out, mmap_mode="r"), self.job_dir))
+        self.early_seconds = time.perf_counter() - t0
 
     def _message(self) -> dict[str, Any]:
         if self.msg is None:
+            self._run_early()
             (self.job_dir / WAITING).touch()
             t0 = time.perf_counter()
-            msg = _read_message()
+            msg = self._next()
             self.waited = time.perf_counter() - t0
             if msg is None or "error" in msg:
                 raise errors.ExportError(f"calibration failed: {msg.get('error') if msg else 'the export stopped'}",
@@ -145,7 +238,7 @@ def _convert(job: dict[str, Any]) -> dict[str, Any]:
     from ghostnet_edge.export.tflite.convert import convert_onnx_to_tflite
 
     int8 = Path(job["int8"]) if job.get("int8") else None
-    handover = _Handover(Path(job["dir"]))
+    handover = _Handover(Path(job["dir"]), early=job.get("verify"))
     res = convert_onnx_to_tflite(
         Path(job["onnx"]), Path(job["fp32"]) if job.get("fp32") else None, int8,
         representative=handover.tensors if int8 is not None else None,
@@ -170,8 +263,11 @@ def _convert(job: dict[str, Any]) -> dict[str, Any]:
         out["int8_layers_seconds"] = time.perf_counter() - t0
     if images is not None and job.get("verify"):
         t0 = time.perf_counter()
-        out["verify_logits"] = _verify_logits(job["verify"], np.load(images, mmap_mode="r"), Path(job["dir"]))
+        later = {k: v for k, v in job["verify"].items() if k not in handover.early_logits}
+        out["verify_logits"] = {**handover.early_logits,
+                                **_verify_logits(later, np.load(images, mmap_mode="r"), Path(job["dir"]))}
         out["verify_seconds"] = time.perf_counter() - t0
+        out["verify_early"] = {"models": sorted(handover.early_logits), "seconds": handover.early_seconds}
     out["handover_wait_seconds"] = handover.waited
     return out
 
@@ -320,6 +416,12 @@ class TfliteWorker:
         if self.job_dir is None:
             return True
         return (self.job_dir / RESULT).is_file() or (self._wants_handover and (self.job_dir / WAITING).is_file())
+
+    def send_held_out(self, images: Path) -> None:
+        """The held-out images (an .npy), sent before :meth:`hand_over` so that the child can run the FP32
+        models on them while it would otherwise wait for the calibration."""
+        if self._wants_handover and self.job_dir is not None:
+            self._send({"held_out": str(images)})
 
     def hand_over(self, ranges: dict[str, tuple[float, float]] | None, error: str | None = None,
                   calib_file: Path | None = None, calib_sha256: str | None = None, report_count: int = 0,
