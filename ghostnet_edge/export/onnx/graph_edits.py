@@ -141,7 +141,8 @@ def indexed_first_by_name(item_name: str, item_list: Iterable[Any]) -> Any:
 
 def get_initializer(self: Any, name: str) -> Any:
     """``ONNXModel.get_initializer``: the first initializer named ``name``, else None."""
-    return indexed_first_by_name(name, self.model.graph.initializer)
+    index, inits = _INDEX, self.model.graph.initializer
+    return index.first(name, inits) if index is not None else first_by_name(name, inits)
 
 
 def initializer_extend(self: Any, inits: Any) -> None:
