@@ -36,9 +36,10 @@ def torch_threads(threads: int) -> Iterator[None]:
 
 
 # PyTorch's reference runs a few images at a time: its convolutions then work in the CPU's caches. GhostNet
-# 1.0x at 224, 32 images, one thread on the project's AMD EPYC: 0.83-1.07 s in batches of 16, 0.50-0.54 s in
-# batches of 4 (benchmarks/export_parts.py). The logits differ in the last bits only (a batch's size
-# changes how oneDNN splits the work), far inside every check's tolerance.
+# 1.0x at 224, 32 images, one thread on the project's AMD EPYC: 0.49 s in batches of 16, 0.39 s in batches
+# of 4 (benchmarks/export_parts.py, docs/results/export_parts_amd.md). The logits differ in the last bits
+# only (3e-8 there: a batch's size changes how the convolutions split their work), far inside every check's
+# tolerance.
 REFERENCE_PIXEL_BUDGET = 4 * 224 * 224
 
 

@@ -347,8 +347,10 @@ class Model:
 
 
 # A model that takes any batch still runs a few images at a time: onnxruntime's convolutions then keep one
-# chunk's activations in the CPU's caches. GhostNet 1.0x at 224, 32 images, one thread on the project's AMD
-# EPYC: 0.67 s in one run, 0.31 s in chunks of 8, the same logits (benchmarks/export_parts.py).
+# chunk's activations in the CPU's caches, and a new session does not first grow its memory arena to the
+# whole batch. GhostNet 1.0x at 224, 32 images, one thread, a new session on the project's AMD EPYC:
+# 0.41 s in one run, 0.28 s in chunks of 8, the same logits (benchmarks/export_parts.py,
+# docs/results/export_parts_amd.md).
 RUN_PIXEL_BUDGET = 8 * 224 * 224
 
 

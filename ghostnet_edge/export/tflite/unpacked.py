@@ -5,8 +5,9 @@ After its MLIR conversion, ``TFLiteConverter.convert`` works on the flatbuffer i
 it deduplicates the read-only buffers (unpack, edit, pack), then adds its conversion metadata (unpack
 the bytes just packed, edit, pack), and ghostedge's metadata embedding unpacks that result once more.
 Each unpack of a 20 MB GhostNet 1.0x model walks every tensor and operator through the generated
-flatbuffers code: about 0.1 s of the converter process's core, which the export's main process needs back
-(``benchmarks/export_parts.py`` times a conversion with and without this).
+flatbuffers code, on the converter process's core, which the export's main process needs back
+(``benchmarks/export_parts.py`` times a conversion with and without this: 2.27 s against 2.13 s on the
+project's AMD EPYC, ``docs/results/export_parts_amd.md``).
 
 While :func:`handed_over` is active, packing a model remembers the object with its bytes; the next unpack of
 exactly those bytes (compared in full) gets that object, once, instead of a new one. A packed object is not
