@@ -89,8 +89,9 @@ class _Lines:
     """Lines from a file descriptor, read without Python's buffering, so that :meth:`ready` (is a whole line
     already there?) sees every byte that has arrived."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, encoding: str = "utf-8") -> None:
         self.fd = fd
+        self.encoding = encoding  # the parent writes with its locale's, as sys.stdin would read
         self.buf = b""
         self.eof = False
 
@@ -115,26 +116,27 @@ class _Lines:
         while b"\n" not in self.buf and not self.eof:
             self._fill()
         line, _, self.buf = self.buf.partition(b"\n")
-        return line.decode()
+        return line.decode(self.encoding)
 
 
 _STDIN: _Lines | None = None
 
 
-def _read_message() -> dict[str, Any] | None:
+def _stdin() -> _Lines:
     global _STDIN
     if _STDIN is None:
-        _STDIN = _Lines(sys.stdin.fileno())
-    line = _STDIN.readline()
+        _STDIN = _Lines(sys.stdin.fileno(), sys.stdin.encoding or "utf-8")
+    return _STDIN
+
+
+def _read_message() -> dict[str, Any] | None:
+    line = _stdin().readline()
     return json.loads(line) if line.strip() else None
 
 
 def _message_ready() -> bool:
     """The parent's next message has arrived (reading it will not wait)."""
-    global _STDIN
-    if _STDIN is None:
-        _STDIN = _Lines(sys.stdin.fileno())
-    return _STDIN.ready()
+    return _stdin().ready()
 
 
 class _Handover:
