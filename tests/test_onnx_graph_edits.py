@@ -77,14 +77,15 @@ def test_name_index_after_an_item_is_renamed_in_place() -> None:
     assert index.first("a", graph.initializer) is graph.initializer[2]
 
 
-def test_name_index_on_python_lists_and_iterators() -> None:
+def test_name_index_scans_python_lists_and_iterators() -> None:
+    """A Python list can change by item assignment, which an index would not see: it is scanned."""
     items = [SimpleNamespace(name=n) for n in ("a", "b", "a")]
     index = ge.NameIndex()
     assert index.first("a", items) is items[0]
-    items.pop(0)
-    assert index.first("a", items) is items[1]
-    assert index.first("b", iter(items)) is items[0]
-    assert index.first("c", items) is None
+    items[0] = SimpleNamespace(name="c")
+    assert index.first("a", items) is items[2] and index.first("c", items) is items[0]
+    assert index.first("b", iter(items)) is items[1]
+    assert index.first("d", items) is None
 
 
 def test_float8_flag_of_the_index() -> None:

@@ -109,8 +109,10 @@ class NameIndex:
 
     def first(self, item_name: str, item_list: Any) -> Any:
         """The first item of ``item_list`` named ``item_name``, else None."""
-        if not hasattr(item_list, "__getitem__"):
-            return first_by_name(item_name, item_list)  # an iterator: nothing to index
+        if not _is_repeated_message_field(item_list):
+            # A Python list (short, built by the quantizer) can also change by item assignment, which the
+            # index would not see; an iterator has nothing to index: both are scanned.
+            return first_by_name(item_name, item_list)
         item = self._state(item_list).first.get(item_name)
         if item is not None and item.name != item_name:  # renamed in place after it was indexed
             self._lists.pop(id(item_list), None)
@@ -131,6 +133,18 @@ class NameIndex:
         return state
 
 
+def _is_repeated_message_field(obj: Any) -> bool:
+    """A protobuf repeated message field (a graph's initializers, nodes, inputs): it changes only by
+    appends, insertions, removals and clears, never by item assignment."""
+    global _REPEATED_TYPES
+    if _REPEATED_TYPES is None:
+        from onnx import GraphProto
+
+        _REPEATED_TYPES = (type(GraphProto().initializer),)
+    return isinstance(obj, _REPEATED_TYPES)
+
+
+_REPEATED_TYPES: tuple[type, ...] | None = None
 _INDEX: NameIndex | None = None  # the index of the quantization running now (under _LOCK)
 
 
