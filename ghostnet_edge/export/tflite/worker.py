@@ -161,22 +161,25 @@ class _Handover:
         self.early_seconds = 0.0
         self._pending: list[dict[str, Any] | None] = []  # a message read while looking for held_out
 
+    def _noted(self, msg: dict[str, Any] | None) -> bool:
+        """Whether ``msg`` was the held-out images (now noted) rather than the hand-over."""
+        if msg is not None and set(msg) == {"held_out"}:
+            self.held_out = msg["held_out"]
+            return True
+        return False
+
     def _next(self) -> dict[str, Any] | None:
         """The next message other than the held-out images (which are noted)."""
         while True:
             msg = self._pending.pop() if self._pending else _read_message()
-            if msg is not None and set(msg) == {"held_out"}:
-                self.held_out = msg["held_out"]
-                continue
-            return msg
+            if not self._noted(msg):
+                return msg
 
     def _arrived(self) -> bool:
         """Whether the hand-over (or an error, or the end of input) is here; held-out images are noted."""
         while not self._pending and _message_ready():
             msg = _read_message()
-            if msg is not None and set(msg) == {"held_out"}:
-                self.held_out = msg["held_out"]
-            else:
+            if not self._noted(msg):
                 self._pending.append(msg)
         return bool(self._pending)
 
