@@ -19,6 +19,8 @@ ratio:
   (the logits are compared);
 * the TFLite FP32 conversion of GhostNet 1.0x with each step's model object unpacked from its bytes
   against handed over from the step before (``export/tflite/unpacked.py``; compared byte for byte);
+* the same conversion with TensorFlow loading back the SavedModel it converts from against without
+  (``export/tflite/saved_model_reload.py``; compared byte for byte);
 * reading a GhostNet 1.0x ``.tflite`` file's input and output tensors: the whole graph (``read_graph``)
   against only those tensors (``read_io``), what the metadata and its checks read seven times an export.
 
@@ -140,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         tflite = _tflite_of(src, tmp)
         if tflite is not None:
             _handover_pair(src, tmp, args.repeats)
+            _reload_pair(src, tmp, args.repeats)
             from ghostnet_edge.export.tflite.inspect import read_graph, read_io
 
             full = read_graph(tflite)
@@ -250,6 +253,27 @@ def _handover_pair(onnx_path: Path, tmp: Path, repeats: int) -> None:
     _pair("TFLite FP32 conversion, GhostNet 1.0x: model objects handed over", lambda: convert(False),
           lambda: convert(True), repeats)
     same = (tmp / "h_False.tflite").read_bytes() == (tmp / "h_True.tflite").read_bytes()
+    print(f"  converted files byte-identical: {same}")
+
+
+def _reload_pair(onnx_path: Path, tmp: Path, repeats: int) -> None:
+    """The FP32 conversion with TensorFlow's reload of its temporary SavedModel against without it
+    (``export/tflite/saved_model_reload.py``); the files are compared byte for byte."""
+    import contextlib
+
+    from ghostnet_edge.export.tflite import convert as tc
+    from ghostnet_edge.export.tflite.saved_model_reload import skip_saved_model_reload
+
+    def convert(skip: bool) -> float:
+        tc.skip_saved_model_reload = skip_saved_model_reload if skip else (lambda: contextlib.nullcontext([]))
+        try:
+            return _timed(lambda: tc.convert_onnx_to_tflite(onnx_path, tmp / f"r_{skip}.tflite", None))
+        finally:
+            tc.skip_saved_model_reload = skip_saved_model_reload
+
+    _pair("TFLite FP32 conversion, GhostNet 1.0x: no reload of the SavedModel", lambda: convert(False),
+          lambda: convert(True), repeats)
+    same = (tmp / "r_False.tflite").read_bytes() == (tmp / "r_True.tflite").read_bytes()
     print(f"  converted files byte-identical: {same}")
 
 

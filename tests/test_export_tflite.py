@@ -458,3 +458,32 @@ def test_converter_hands_over_its_model_object_and_the_file_is_the_same(tiny: di
     plain = convert_onnx_to_tflite(tiny["onnx"], tmp_path / "plain.tflite", None, labels=LABELS, preprocessing=PREP)
     assert handed.fp32_path.read_bytes() == plain.fp32_path.read_bytes()
     assert _sha(plain.fp32_path) == _sha(tiny["res"].fp32_path)
+
+
+def test_converter_skips_reloading_its_saved_model_and_the_file_is_the_same(tiny: dict, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """TensorFlow's reload of the SavedModel it converts from is skipped (one per conversion); the
+    .tflite file is the one the reload gives."""
+    import contextlib
+
+    from ghostnet_edge.export.tflite import convert as tc
+    from ghostnet_edge.export.tflite import saved_model_reload
+
+    skipped: list[int] = []
+    real = saved_model_reload.skip_saved_model_reload
+
+    @contextlib.contextmanager
+    def counted():  # noqa: ANN202
+        with real() as s:
+            yield s
+        skipped.append(len(s))
+
+    monkeypatch.setattr(tc, "skip_saved_model_reload", counted)
+    fast = convert_onnx_to_tflite(tiny["onnx"], tmp_path / "fast.tflite", None, labels=LABELS, preprocessing=PREP,
+                                  use_cache=False)
+    assert skipped == [1]
+    monkeypatch.setattr(tc, "skip_saved_model_reload", lambda: contextlib.nullcontext([]))
+    plain = convert_onnx_to_tflite(tiny["onnx"], tmp_path / "plain.tflite", None, labels=LABELS, preprocessing=PREP,
+                                   use_cache=False)
+    assert fast.fp32_path.read_bytes() == plain.fp32_path.read_bytes()
+    assert _sha(plain.fp32_path) == _sha(tiny["res"].fp32_path)

@@ -38,6 +38,7 @@ from ghostnet_edge.errors import ExportError, first_line, require
 from ghostnet_edge.export import conversion_cache as cc
 from ghostnet_edge.export.tflite import metadata as md
 from ghostnet_edge.export.tflite.ranges import quantize_with_ranges
+from ghostnet_edge.export.tflite.saved_model_reload import skip_saved_model_reload
 from ghostnet_edge.export.tflite.unpacked import handed_over
 from ghostnet_edge.utils.atomic import atomic_write_bytes
 from ghostnet_edge.utils.hashing import array_digest
@@ -155,7 +156,7 @@ def _convert(tf: Any, concrete: Any, rep_nhwc: np.ndarray | None, io_dtype: str,
         conv.inference_output_type = conv.inference_input_type
         conv._experimental_disable_per_channel = not per_channel
     try:
-        with _quiet_native_stderr():
+        with _quiet_native_stderr(), skip_saved_model_reload():
             return bytes(conv.convert())
     except Exception as exc:  # ConverterError and friends: surface as one user-facing error
         kind = ("16x8" if int16_activations else "INT8") if rep_nhwc is not None else "FP32"
