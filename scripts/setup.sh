@@ -139,6 +139,11 @@ PY
   say "Python packages up to date"
 fi
 
+# The editable install leaves the package's bytecode to be written by its first import, which never
+# happens where PYTHONDONTWRITEBYTECODE is set (as in many containers): every command, and each helper
+# process of an export, would then compile the package from source again. Up-to-date files are skipped.
+"$VENV/bin/python" -m compileall -q -j 0 ghostnet_edge >/dev/null || say "note: could not write ghostnet_edge's bytecode"
+
 # --- 3. the aarch64 sysroot for the qemu-aarch64 target (cached outside the checkout)
 if [ "${GHOSTEDGE_SKIP_SYSROOT:-0}" = 1 ]; then
   say "skipping the aarch64 sysroot (GHOSTEDGE_SKIP_SYSROOT=1)"
