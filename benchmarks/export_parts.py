@@ -3,8 +3,9 @@
 Each pair runs the old way and the new way alternately, ``--repeats`` times, and prints both times and the
 ratio:
 
-* TensorFlow's import in a fresh interpreter, plain and with the converter process's Keras hook
-  (``export/tflite/worker._KerasNotLoaded``);
+* TensorFlow's import in a fresh interpreter, plain against with the converter process's Keras hook
+  (``export/tflite/tf_import.KerasNotLoaded``), and with that hook against with both of its hooks (Keras,
+  and TensorFlow's namespaces loaded on first use: ``tf_import.install_import_hooks``);
 * onnxsim's import in a fresh interpreter, plain and without SymPy (``export/onnx/convert.import_onnxsim``);
 * normalising 256 images at 224x224: ``to_chw(normalize(...))`` against ``normalize_chw`` (the results are
   compared bit for bit);
@@ -45,8 +46,10 @@ if str(REPO) not in sys.path:  # run as a script from a checkout without install
     sys.path.insert(0, str(REPO))
 
 _TF_PLAIN = "import time; t = time.perf_counter(); import tensorflow; print(time.perf_counter() - t)"
-_TF_HOOK = ("import sys, time; from ghostnet_edge.export.tflite.worker import _KerasNotLoaded; "
-            "sys.meta_path.insert(0, _KerasNotLoaded()); " + _TF_PLAIN)
+_TF_KERAS = ("import sys, time; from ghostnet_edge.export.tflite.tf_import import KerasNotLoaded; "
+             "sys.meta_path.insert(0, KerasNotLoaded()); " + _TF_PLAIN)
+_TF_HOOKS = ("import time; from ghostnet_edge.export.tflite.tf_import import install_import_hooks; "
+             "install_import_hooks(); " + _TF_PLAIN)
 _SIM_PLAIN = "import time, torch; t = time.perf_counter(); import onnxsim; print(time.perf_counter() - t)"
 _SIM_HIDDEN = ("import time, torch; from ghostnet_edge.export.onnx.convert import import_onnxsim; "
                "t = time.perf_counter(); import_onnxsim(); print(time.perf_counter() - t)")
@@ -82,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print("best of", args.repeats, "(old = before the change, new = now; the export's own code for both)")
     _pair("TensorFlow import (converter process)", lambda: _child_seconds(_TF_PLAIN),
-          lambda: _child_seconds(_TF_HOOK), args.repeats)
+          lambda: _child_seconds(_TF_KERAS), args.repeats)
+    _pair("TensorFlow import: + namespaces on first use", lambda: _child_seconds(_TF_KERAS),
+          lambda: _child_seconds(_TF_HOOKS), args.repeats)
     _pair("onnxsim import (after torch)", lambda: _child_seconds(_SIM_PLAIN),
           lambda: _child_seconds(_SIM_HIDDEN), args.repeats)
 

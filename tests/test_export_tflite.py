@@ -487,3 +487,29 @@ def test_converter_skips_reloading_its_saved_model_and_the_file_is_the_same(tiny
                                    use_cache=False)
     assert fast.fp32_path.read_bytes() == plain.fp32_path.read_bytes()
     assert _sha(plain.fp32_path) == _sha(tiny["res"].fp32_path)
+
+
+def test_converter_process_import_hooks_leave_the_converted_files_unchanged(tiny: dict, tmp_path: Path) -> None:
+    """TensorFlow imported with the converter process's hooks (no Keras, namespaces loaded on first use)
+    converts to the same FP32 and INT8 files as TensorFlow imported plainly (this process), and never
+    loads the namespaces a conversion does not read."""
+    np.save(tmp_path / "rep.npy", tiny["rep"])
+    code = f"""
+import json, sys
+from pathlib import Path
+import numpy as np
+from ghostnet_edge.export.tflite.tf_import import install_import_hooks
+install_import_hooks()
+from ghostnet_edge.export.tflite.convert import convert_onnx_to_tflite
+d = Path({str(tmp_path)!r})
+convert_onnx_to_tflite(Path({str(tiny["onnx"])!r}), d / "fp32.tflite", d / "int8.tflite", np.load(d / "rep.npy"),
+                       labels={LABELS!r}, preprocessing={PREP!r})
+print(json.dumps(["keras" in sys.modules and sys.modules["keras"] is not None,
+                  "tensorflow.python.distribute.multi_process_runner" in sys.modules]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [False, False]
+    assert (tmp_path / "fp32.tflite").read_bytes() == tiny["res"].fp32_path.read_bytes()
+    assert (tmp_path / "int8.tflite").read_bytes() == tiny["res"].int8_path.read_bytes()

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from ghostnet_edge import errors
+from ghostnet_edge.export.tflite.tf_import import install_import_hooks
 
 RESULT = "result.json"
 WAITING = "waiting-for-calibration"  # the child's FP32 work is done; it waits for the parent's hand-over
@@ -300,38 +301,10 @@ def _verify_logits(models: dict[str, list[str]], images: Any, job_dir: Path) -> 
     return out
 
 
-class _KerasNotLoaded:
-    """Import hook of the converter process: ``keras`` is found but not loaded.
-
-    TensorFlow's own import loads Keras 3 eagerly, only to register Keras optimizers for loading Keras
-    SavedModels, and Keras brings scikit-learn, matplotlib and SciPy's statistics: TensorFlow's import took
-    4.2 s with them and 2.6 s without (``benchmarks/export_parts.py`` on the project's AMD EPYC), time
-    taken on a 2-core machine from the core the export's main process needs. The converter translates
-    ONNX into TensorFlow ops and never builds or loads a Keras model, and TensorFlow treats a Keras that fails to import as absent. The spec keeps its real location, because
-    TensorFlow builds its ``tf.keras`` search path from it without importing.
-    """
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        if name != "keras":
-            return None
-        import importlib.machinery
-
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        if spec is not None:
-            spec.loader = self  # type: ignore[assignment]
-        return spec
-
-    def create_module(self, spec: Any) -> None:
-        return None
-
-    def exec_module(self, module: Any) -> None:
-        raise ImportError("keras is not loaded in the TFLite converter process", name=module.__name__)
-
-
 def child_main() -> int:
     """Import TensorFlow, then convert jobs until told to stop or a job fails (see the module docstring)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.meta_path.insert(0, _KerasNotLoaded())
+    install_import_hooks()  # TensorFlow without Keras and its unused namespaces (export/tflite/tf_import.py)
     target = int(os.environ.get("GHOSTEDGE_CONVERTER_NICENESS", CONVERTER_NICENESS))
     during_import = min(IMPORT_NICENESS, target)
     with contextlib.suppress(OSError, ValueError):
