@@ -498,18 +498,22 @@ def test_converter_process_import_hooks_leave_the_converted_files_unchanged(tiny
 import json, sys
 from pathlib import Path
 import numpy as np
-from ghostnet_edge.export.tflite.tf_import import install_import_hooks
+from ghostnet_edge.export.tflite.tf_import import install_import_hooks, load_translation_namespaces
 install_import_hooks()
+import tensorflow
+lazy = [type(sys.modules["tensorflow._api.v2.nn"]).__name__]
+load_translation_namespaces()
+lazy.append(type(sys.modules["tensorflow._api.v2.nn"]).__name__)
 from ghostnet_edge.export.tflite.convert import convert_onnx_to_tflite
 d = Path({str(tmp_path)!r})
 convert_onnx_to_tflite(Path({str(tiny["onnx"])!r}), d / "fp32.tflite", d / "int8.tflite", np.load(d / "rep.npy"),
                        labels={LABELS!r}, preprocessing={PREP!r})
-print(json.dumps(["keras" in sys.modules and sys.modules["keras"] is not None,
+print(json.dumps([lazy, "keras" in sys.modules and sys.modules["keras"] is not None,
                   "tensorflow.python.distribute.multi_process_runner" in sys.modules]))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert out.returncode == 0, out.stderr[-2000:]
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == [False, False]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [["_LazyModule", "module"], False, False]
     assert (tmp_path / "fp32.tflite").read_bytes() == tiny["res"].fp32_path.read_bytes()
     assert (tmp_path / "int8.tflite").read_bytes() == tiny["res"].int8_path.read_bytes()

@@ -16,6 +16,8 @@ without them; ``benchmarks/export_parts.py`` times the import both ways):
   the namespaces the translator and the converter read are ever loaded. A namespace named like one of
   TensorFlow's own subpackages (``tf.lite``: ``tensorflow/lite``) is loaded as usual: importing that
   subpackage later would replace the lazy module in ``tensorflow``'s namespace with the subpackage.
+  The namespace every translation reads (``tf.nn``) is loaded while the converter process waits for
+  its first job (:func:`load_translation_namespaces`).
 
 Lazy modules are not safe to first read from two threads at once in Python 3.11; the converter
 process has one thread, and the hooks are only ever installed there.
@@ -74,6 +76,18 @@ class LazyApiNamespaces:
             return spec
         spec.loader = importlib.util.LazyLoader(spec.loader)
         return spec
+
+
+# Namespaces every translation reads (convolutions, activations, pooling): loaded by
+# :func:`load_translation_namespaces` while the converter process waits for its first job.
+TRANSLATION_NAMESPACES = ("nn",)
+
+
+def load_translation_namespaces() -> None:
+    """Run the lazy namespaces every translation reads now (TensorFlow imported), not at the first job."""
+    tf = sys.modules.get("tensorflow")
+    for name in TRANSLATION_NAMESPACES if tf is not None else ():
+        getattr(getattr(tf, name, None), "__name__", None)  # reading a name runs a lazy module
 
 
 def install_import_hooks() -> None:

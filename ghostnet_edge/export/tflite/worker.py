@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from ghostnet_edge import errors
-from ghostnet_edge.export.tflite.tf_import import install_import_hooks
+from ghostnet_edge.export.tflite.tf_import import install_import_hooks, load_translation_namespaces
 
 RESULT = "result.json"
 WAITING = "waiting-for-calibration"  # the child's FP32 work is done; it waits for the parent's hand-over
@@ -321,6 +321,8 @@ def child_main() -> int:
     # uses the time before the first job's ONNX file exists.
     with contextlib.suppress(ImportError):
         import onnxruntime  # noqa: F401
+    if import_error is None:  # and so is tf.nn, which the translation reads first (tf_import.py)
+        load_translation_namespaces()
     with contextlib.suppress(OSError, ValueError):
         os.nice(target - during_import)
     while True:
