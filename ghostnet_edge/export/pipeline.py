@@ -28,7 +28,7 @@ import time
 import warnings as warnings_mod
 
 from ghostnet_edge.export import steps
-from ghostnet_edge.export.artifacts import BY_KEY, Artifact
+from ghostnet_edge.export.artifacts import BY_KEY
 from ghostnet_edge.export.config import ExportConfig, report_image_count
 from ghostnet_edge.export.job import ExportJob, ExportReport, Timer, planned_artifacts
 from ghostnet_edge.export.options import parse_formats
@@ -116,18 +116,12 @@ def _run(job: ExportJob) -> ExportReport:
     steps.start_tflite(job)
     steps.prepare_images(job)
     steps.send_held_out(job)
+    steps.pytorch_reference(job)
     job.n_report = report_image_count(job.cfg.report_images, tuple(job.spec.input_size[-2:]), len(job.xv))
-    # PyTorch's reference is only read by the checks. While the converter process waits for the ranges
-    # (INT8 beside it), the calibration pass comes first and the converter's INT8 work starts that much
-    # sooner; otherwise the reference and the FP32 check come first, so a failing check stops the export
-    # before the calibration pass.
-    reference_later = job.converting and job.cfg.int8
-    if not reference_later:
-        _reference_and_fp32_check(job, source)
+    if not steps.checked_by_converter(job, source):
+        steps.check_artifact(job, source)
     steps.calibrate(job)
     steps.hand_over(job)
-    if reference_later:
-        _reference_and_fp32_check(job, source)
     planned = planned_artifacts(job.cfg)
     for art in planned:
         if art is not source:
@@ -141,12 +135,6 @@ def _run(job: ExportJob) -> ExportReport:
         manifest = steps.write_reports(job)
     files = sorted(p.relative_to(job.staging).as_posix() for p in job.staging.rglob("*") if p.is_file())
     return ExportReport(job.staging, job.artifacts, job.timer.timings, job.warnings, manifest, files)
-
-
-def _reference_and_fp32_check(job: ExportJob, source: Artifact) -> None:
-    steps.pytorch_reference(job)
-    if not steps.checked_by_converter(job, source):
-        steps.check_artifact(job, source)
 
 
 def suppress_noise() -> None:

@@ -9,8 +9,7 @@ In the order ``export/pipeline.py`` runs them:
 * :func:`prepare_images`: preprocess the held-out, calibration and validation images once (arrays);
 * :func:`pytorch_reference`: PyTorch's logits on the held-out images, the reference of every check;
 * :func:`calibrate`: the one calibration pass whose ranges both INT8 models use;
-* :func:`hand_over`: what the converter process waits for (ranges, images); when it waits for ranges,
-  :func:`pytorch_reference` comes after this instead of before :func:`calibrate`;
+* :func:`hand_over`: what the converter process waits for (ranges, images);
 * :func:`check_artifact`: run it (the one artifact runner, ``runtime/backends``), check it against
   PyTorch (``export/checks``) and, for INT8, make its per-layer report;
 * :func:`tflite_budget` and :func:`write_reports`: ``--max-drop``, labels, reports and the manifest.
