@@ -12,11 +12,13 @@ files), which the evaluation preprocessing upsamples 32 -> 256 and centre-crops 
 resizing cost the same per image as for larger photos after the first resize, and the conversion
 and calibration cost does not depend on image content. The calibration-tensor cache starts empty
 (a fresh temporary ``GHOSTEDGE_CACHE``) so decoding is timed too; a second run with ``--warm``
-shows the repeated-export time with the cache hit.
+shows the repeated-export time with the cache hit. ``--drop-os-cache`` (root only) also empties the
+operating system's page cache right before each export, as after a reboot: PyTorch, TensorFlow and
+onnxruntime are then read from disk while they are imported.
 
 Usage::
 
-    python benchmarks/export_time.py [--threads 2] [--num-calib 256] [--warm] [--method minmax]
+    python benchmarks/export_time.py [--threads 2] [--num-calib 256] [--warm] [--method minmax] [--drop-os-cache]
 
 Prints each stage's seconds, the forward-pass floor, the ratio and the totals against the targets.
 """
@@ -53,7 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--formats", default="onnx,tflite")
     ap.add_argument("--niceness", type=int, default=None,
                     help="the TFLite converter process's niceness after its TensorFlow import (default 10)")
+    ap.add_argument("--drop-os-cache", action="store_true",
+                    help="empty the OS page cache right before each export (root only), as after a reboot")
     args = ap.parse_args(argv)
+    if args.drop_os_cache and not _drop_os_cache():
+        print("--drop-os-cache needs root (it writes /proc/sys/vm/drop_caches); run without it", file=sys.stderr)
+        return 2
 
     tar = SHARED / "data" / "cifar10-jpg.tar"
     if not tar.is_file():
@@ -84,13 +91,15 @@ def main(argv: list[str] | None = None) -> int:
             cfg = ExportConfig(model=args.model, calib=images, out=tmp / f"out{run}", num_calib=args.num_calib,
                                calib_method=args.method, threads=args.threads, formats=parse_formats(args.formats))
             before = floor_in_fresh_process(args.model, None, args.num_calib, args.threads, with_torch=False)
+            if args.drop_os_cache:
+                _drop_os_cache()
             load0 = os.getloadavg()
             t0 = time.perf_counter()
             report = export_artifacts(cfg)
             wall = time.perf_counter() - t0
             print(f"\n== run {run + 1} ({'cache cold' if run == 0 else 'cache warm'}): {args.model} at 224, "
                   f"{args.num_calib} calibration images from {n} CIFAR test photos, {args.threads} threads, "
-                  f"method {args.method}")
+                  f"method {args.method}" + (", OS page cache dropped before it" if args.drop_os_cache else ""))
             print(f"  {'stage':<26s}{'wall':>7s}   {'cpu':>7s}")
             for stage, s in report.timings.items():
                 cpu = report.cpu_timings.get(stage)
@@ -116,6 +125,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {a.name:<20s}{a.bytes / 1e6:7.2f} MB  max|diff| {c['max_abs_diff']:.2e}  "
                       f"top-1 agreement {c['top1_agreement']:.3f}")
     return 0
+
+
+def _drop_os_cache() -> bool:
+    """Write dirty pages out and drop the page cache; False where that is not allowed."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        return False
+    return True
 
 
 def _seconds(values: list[float]) -> str:
