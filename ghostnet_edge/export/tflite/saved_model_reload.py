@@ -6,9 +6,9 @@ Python side also loads the whole SavedModel back into a trackable object (``save
 uses it for one thing only: its graph debug info, which ``_validate_inputs`` passes to the converter
 for source locations in error messages. Without that object it takes the debug info from the concrete
 function's own graph, the graph the SavedModel was written from. The converted model is the same,
-byte for byte (``tests/test_export_tflite.py`` converts with and without); the load was 0.3 s of the
-converter process's core per FP32 conversion of GhostNet 1.0x on the project's AMD EPYC
-(``benchmarks/export_parts.py``).
+byte for byte (``tests/test_export_tflite.py`` converts with and without), and the converter process's
+core is spared the load (``benchmarks/export_parts.py`` times the FP32 conversion of GhostNet 1.0x both
+ways: ``docs/results/export_parts_amd.md``).
 
 While :func:`skip_saved_model_reload` is active that load returns an object without debug info. With
 another TensorFlow layout (no ``lite._load``) it changes nothing.
