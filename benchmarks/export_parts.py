@@ -242,43 +242,44 @@ def _tflite_of(onnx_path: Path, tmp: Path) -> bytes | None:
 
 def _handover_pair(onnx_path: Path, tmp: Path, repeats: int) -> None:
     """The FP32 conversion (translation, converter, metadata) with its model objects unpacked again at each
-    step against handed over (``export/tflite/unpacked.py``); the files are compared byte for byte."""
+    step against handed over (``export/tflite/unpacked.py``)."""
     import contextlib
 
-    from ghostnet_edge.export.tflite import convert as tc
     from ghostnet_edge.export.tflite import unpacked
 
-    def convert(handover: bool) -> float:
-        tc.handed_over = unpacked.handed_over if handover else (lambda: contextlib.nullcontext(unpacked.Handover()))
-        try:
-            return _timed(lambda: tc.convert_onnx_to_tflite(onnx_path, tmp / f"h_{handover}.tflite", None))
-        finally:
-            tc.handed_over = unpacked.handed_over
-
-    _pair("TFLite FP32 conversion, GhostNet 1.0x: model objects handed over", lambda: convert(False),
-          lambda: convert(True), repeats)
-    same = (tmp / "h_False.tflite").read_bytes() == (tmp / "h_True.tflite").read_bytes()
-    print(f"  converted files byte-identical: {same}")
+    _conversion_pair("TFLite FP32 conversion, GhostNet 1.0x: model objects handed over", "handed_over",
+                     lambda: contextlib.nullcontext(unpacked.Handover()), unpacked.handed_over, onnx_path, tmp,
+                     repeats)
 
 
 def _reload_pair(onnx_path: Path, tmp: Path, repeats: int) -> None:
     """The FP32 conversion with TensorFlow's reload of its temporary SavedModel against without it
-    (``export/tflite/saved_model_reload.py``); the files are compared byte for byte."""
+    (``export/tflite/saved_model_reload.py``)."""
     import contextlib
 
-    from ghostnet_edge.export.tflite import convert as tc
     from ghostnet_edge.export.tflite.saved_model_reload import skip_saved_model_reload
 
-    def convert(skip: bool) -> float:
-        tc.skip_saved_model_reload = skip_saved_model_reload if skip else (lambda: contextlib.nullcontext([]))
-        try:
-            return _timed(lambda: tc.convert_onnx_to_tflite(onnx_path, tmp / f"r_{skip}.tflite", None))
-        finally:
-            tc.skip_saved_model_reload = skip_saved_model_reload
+    _conversion_pair("TFLite FP32 conversion, GhostNet 1.0x: no reload of the SavedModel", "skip_saved_model_reload",
+                     lambda: contextlib.nullcontext([]), skip_saved_model_reload, onnx_path, tmp, repeats)
 
-    _pair("TFLite FP32 conversion, GhostNet 1.0x: no reload of the SavedModel", lambda: convert(False),
-          lambda: convert(True), repeats)
-    same = (tmp / "r_False.tflite").read_bytes() == (tmp / "r_True.tflite").read_bytes()
+
+def _conversion_pair(title: str, name: str, old: Callable[[], object], new: Callable[[], object], onnx_path: Path,
+                     tmp: Path, repeats: int) -> None:
+    """The FP32 conversion with ``export/tflite/convert``'s ``name`` set to ``old`` against ``new``; the
+    files are compared byte for byte."""
+    from ghostnet_edge.export.tflite import convert as tc
+
+    real = getattr(tc, name)
+
+    def convert(which: str, value: Callable[[], object]) -> float:
+        setattr(tc, name, value)
+        try:
+            return _timed(lambda: tc.convert_onnx_to_tflite(onnx_path, tmp / f"{name}_{which}.tflite", None))
+        finally:
+            setattr(tc, name, real)
+
+    _pair(title, lambda: convert("old", old), lambda: convert("new", new), repeats)
+    same = (tmp / f"{name}_old.tflite").read_bytes() == (tmp / f"{name}_new.tflite").read_bytes()
     print(f"  converted files byte-identical: {same}")
 
 

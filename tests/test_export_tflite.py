@@ -11,7 +11,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -423,6 +425,19 @@ def test_ghostnet_int8_is_fully_integer(tmp_path: Path, name: str, size: int) ->
     assert q.shape == ref.shape and np.isfinite(q).all()
 
 
+def _recording(context: Callable[[], Any], record: Callable[[Any], object]) -> Callable[[], Any]:
+    """``context`` (a context-manager factory) that calls ``record`` with what it yielded once it exits."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def wrapped():  # noqa: ANN202
+        with context() as value:
+            yield value
+        record(value)
+
+    return wrapped
+
+
 def test_handover_gives_the_packed_object_once_for_exactly_its_bytes() -> None:
     from ghostnet_edge.export.tflite.unpacked import Handover
 
@@ -443,15 +458,7 @@ def test_converter_hands_over_its_model_object_and_the_file_is_the_same(tiny: di
     from ghostnet_edge.export.tflite import unpacked
 
     given: list[int] = []
-    real = unpacked.handed_over
-
-    @contextlib.contextmanager
-    def counted():  # noqa: ANN202
-        with real() as handover:
-            yield handover
-        given.append(handover.given)
-
-    monkeypatch.setattr(tc, "handed_over", counted)
+    monkeypatch.setattr(tc, "handed_over", _recording(unpacked.handed_over, lambda h: given.append(h.given)))
     handed = convert_onnx_to_tflite(tiny["onnx"], tmp_path / "handed.tflite", None, labels=LABELS, preprocessing=PREP)
     assert given == [2]  # TensorFlow's metadata step, then ghostedge's
     monkeypatch.setattr(tc, "handed_over", lambda: contextlib.nullcontext(unpacked.Handover()))
@@ -470,15 +477,8 @@ def test_converter_skips_reloading_its_saved_model_and_the_file_is_the_same(tiny
     from ghostnet_edge.export.tflite import saved_model_reload
 
     skipped: list[int] = []
-    real = saved_model_reload.skip_saved_model_reload
-
-    @contextlib.contextmanager
-    def counted():  # noqa: ANN202
-        with real() as s:
-            yield s
-        skipped.append(len(s))
-
-    monkeypatch.setattr(tc, "skip_saved_model_reload", counted)
+    monkeypatch.setattr(tc, "skip_saved_model_reload",
+                        _recording(saved_model_reload.skip_saved_model_reload, lambda s: skipped.append(len(s))))
     fast = convert_onnx_to_tflite(tiny["onnx"], tmp_path / "fast.tflite", None, labels=LABELS, preprocessing=PREP,
                                   use_cache=False)
     assert skipped == [1]
