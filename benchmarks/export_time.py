@@ -77,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
 
         n = extract_tar_images(tar, images, per_class=29)
         t_import = time.perf_counter()
+        from ghostnet_edge.export.torch_import import defer_meta_kernels
+
+        if defer_meta_kernels():  # as the ``ghostedge export`` command does, before PyTorch is imported
+            print("PyTorch's meta kernels deferred, as in `ghostedge export` (ghostnet_edge/export/torch_import.py)")
         from ghostnet_edge.export.pipeline import (
             ExportConfig,
             export_artifacts,

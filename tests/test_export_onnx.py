@@ -253,3 +253,63 @@ def test_onnxsim_is_imported_without_sympy_which_stays_importable() -> None:
             "import sympy\nprint(sympy.Symbol('x'))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "x", out.stderr[-800:]
+
+
+_DEFERRED_EXPORT = """
+import hashlib, sys, tempfile
+from pathlib import Path
+from ghostnet_edge.export.torch_import import defer_meta_kernels, is_deferred
+deferred = defer_meta_kernels() if sys.argv[1] == "defer" else False
+from ghostnet_edge.export.onnx.convert import export_onnx
+from ghostnet_edge.models import create_model, get_spec
+out = Path(tempfile.mkdtemp()) / "model.onnx"
+export_onnx(create_model("ghostnet_cifar_050", seed=0).eval(), get_spec("ghostnet_cifar_050").input_size, out,
+            metadata={"a": "1", "ghostedge.model": "ghostnet_cifar_050"})
+print(deferred, is_deferred("torch._meta_registrations"), hashlib.sha256(out.read_bytes()).hexdigest())
+if deferred:  # reading a name runs the module, and the meta kernels then work
+    import torch
+    assert callable(torch._meta_registrations.register_meta) and not is_deferred("torch._meta_registrations")
+    assert torch.nn.functional.conv2d(torch.empty(1, 3, 8, 8, device="meta"),
+                                      torch.empty(4, 3, 3, 3, device="meta")).shape == (1, 4, 6, 6)
+"""
+
+
+def test_export_process_defers_meta_kernels_and_writes_the_same_onnx(exported: dict) -> None:
+    """``ghostedge export``'s PyTorch, without its meta kernels run, exports the same bytes, and never runs them."""
+    import subprocess
+    import sys
+
+    lines = {}
+    for mode in ("defer", "plain"):
+        done = subprocess.run([sys.executable, "-c", _DEFERRED_EXPORT, mode], capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-1500:]
+        lines[mode] = done.stdout.split()
+    assert lines["defer"][:2] == ["True", "True"] and lines["plain"][:2] == ["False", "False"]
+    assert lines["defer"][2] == lines["plain"][2] == _sha(exported["path"])
+
+
+def test_deferred_module_runs_once_on_first_read_from_any_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import threading
+
+    from ghostnet_edge.export.torch_import import DeferModules, is_deferred
+
+    pkg = tmp_path / "ge_deferred_demo.py"
+    pkg.write_text("import time\nRUNS = globals().get('RUNS', 0) + 1\ntime.sleep(0.2)\nVALUE = 42\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "meta_path", [DeferModules(("ge_deferred_demo",)), *sys.meta_path])
+    monkeypatch.delitem(sys.modules, "ge_deferred_demo", raising=False)
+    import ge_deferred_demo as demo
+
+    assert is_deferred("ge_deferred_demo") and demo.__file__ == str(pkg)  # import attributes: no run
+    seen: list[int] = []
+    threads = [threading.Thread(target=lambda: seen.append(demo.VALUE)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == [42] * 4 and demo.RUNS == 1 and not is_deferred("ge_deferred_demo")
+    with pytest.raises(AttributeError):
+        _ = demo.MISSING
+    monkeypatch.delitem(sys.modules, "ge_deferred_demo")

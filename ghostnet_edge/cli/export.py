@@ -172,6 +172,9 @@ def register(app: typer.Typer) -> None:
                                          help="keep the exported ONNX graph as torch wrote it (no onnxsim)"),
     ) -> None:
         """Export a checkpoint to verified ONNX and TFLite, FP32 and INT8, with labels and a manifest."""
+        from ghostnet_edge.export.torch_import import defer_meta_kernels
+
+        defer_meta_kernels()  # this process ends with the export, which never runs PyTorch's meta kernels
         from ghostnet_edge.export.pipeline import (
             ExportConfig,
             export_artifacts,
