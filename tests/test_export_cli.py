@@ -47,6 +47,20 @@ def test_export_prints_the_summary_table(photos: Path, tmp_path: Path, capsys: p
     assert m["verification"]["count"] == 4
 
 
+def test_export_command_process_writes_what_an_in_process_export_writes(photos: Path, tmp_path: Path) -> None:
+    """``ghostedge export`` in its own process (PyTorch imported without running its meta kernels, see
+    export/torch_import.py) against the same export in this process, where PyTorch is fully imported."""
+    args = ["export", "--model", MODEL, "--calib", str(photos), "--formats", "onnx", "--num-calib", "8",
+            "--num-verify", "4", "--threads", "1", "--no-cache"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "ghostnet_edge", *args, "--out", str(tmp_path / "own")],
+                          capture_output=True, text=True, env=env, timeout=300, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert main([*args, "--out", str(tmp_path / "here")]) == 0
+    for name in ("model.onnx", "model_int8.onnx", "quant_report.json"):
+        assert (tmp_path / "own" / name).read_bytes() == (tmp_path / "here" / name).read_bytes(), name
+
+
 def test_existing_folder_is_refused_then_forced(photos: Path, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "exp"
