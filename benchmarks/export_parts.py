@@ -4,8 +4,12 @@ Each pair runs the old way and the new way alternately, ``--repeats`` times, and
 ratio:
 
 * TensorFlow's import in a fresh interpreter, plain against with the converter process's Keras hook
-  (``export/tflite/tf_import.KerasNotLoaded``), and with that hook against with both of its hooks (Keras,
+  (``export/tflite/tf_import.NotLoaded``), and with that hook against with both of its hooks (Keras,
   and TensorFlow's namespaces loaded on first use: ``tf_import.install_import_hooks``);
+* TensorFlow's import followed by ``tf.nn`` (what the converter loads before its first job), with those
+  hooks hiding Keras only against hiding SciPy too (``tf_import.NOT_LOADED``);
+* PyTorch's import in a fresh interpreter, plain against with its meta kernels deferred, as in
+  ``ghostedge export``'s process (``export/torch_import.py``);
 * onnxsim's import in a fresh interpreter, plain and without SymPy (``export/onnx/convert.import_onnxsim``);
 * normalising 256 images at 224x224: ``to_chw(normalize(...))`` against ``normalize_chw`` (the results are
   compared bit for bit);
@@ -46,8 +50,20 @@ if str(REPO) not in sys.path:  # run as a script from a checkout without install
     sys.path.insert(0, str(REPO))
 
 _TF_PLAIN = "import time; t = time.perf_counter(); import tensorflow; print(time.perf_counter() - t)"
-_TF_KERAS = ("import sys, time; from ghostnet_edge.export.tflite.tf_import import KerasNotLoaded; "
-             "sys.meta_path.insert(0, KerasNotLoaded()); " + _TF_PLAIN)
+_TF_KERAS = ("import sys, time; from ghostnet_edge.export.tflite.tf_import import NotLoaded; "
+             "sys.meta_path.insert(0, NotLoaded(('keras',))); " + _TF_PLAIN)
+# TensorFlow's import and then tf.nn (what the converter process loads before its first job), with the
+# hooks hiding Keras only against hiding SciPy too.
+_TF_NN = ("; from ghostnet_edge.export.tflite.tf_import import load_translation_namespaces; "
+          "load_translation_namespaces(); print(time.perf_counter() - t)")
+_TF_NN_KERAS = ("import sys, time; from ghostnet_edge.export.tflite import tf_import as h; "
+                "sys.meta_path[:0] = [h.NotLoaded(('keras',)), h.LazyApiNamespaces()]; "
+                "t = time.perf_counter(); import tensorflow" + _TF_NN)
+_TF_NN_HOOKS = ("import time; from ghostnet_edge.export.tflite.tf_import import install_import_hooks; "
+                "install_import_hooks(); t = time.perf_counter(); import tensorflow" + _TF_NN)
+_TORCH_PLAIN = "import time; t = time.perf_counter(); import torch; print(time.perf_counter() - t)"
+_TORCH_DEFERRED = ("import time; from ghostnet_edge.export.torch_import import defer_meta_kernels; "
+                   "defer_meta_kernels(); " + _TORCH_PLAIN)
 _TF_HOOKS = ("import time; from ghostnet_edge.export.tflite.tf_import import install_import_hooks; "
              "install_import_hooks(); " + _TF_PLAIN)
 _SIM_PLAIN = "import time, torch; t = time.perf_counter(); import onnxsim; print(time.perf_counter() - t)"
@@ -88,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
           lambda: _child_seconds(_TF_KERAS), args.repeats)
     _pair("TensorFlow import: + namespaces on first use", lambda: _child_seconds(_TF_KERAS),
           lambda: _child_seconds(_TF_HOOKS), args.repeats)
+    _pair("TensorFlow import + tf.nn: SciPy not loaded", lambda: _child_seconds(_TF_NN_KERAS),
+          lambda: _child_seconds(_TF_NN_HOOKS), args.repeats)
+    _pair("PyTorch import: meta kernels deferred", lambda: _child_seconds(_TORCH_PLAIN),
+          lambda: _child_seconds(_TORCH_DEFERRED), args.repeats)
     _pair("onnxsim import (after torch)", lambda: _child_seconds(_SIM_PLAIN),
           lambda: _child_seconds(_SIM_HIDDEN), args.repeats)
 

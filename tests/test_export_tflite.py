@@ -490,9 +490,9 @@ def test_converter_skips_reloading_its_saved_model_and_the_file_is_the_same(tiny
 
 
 def test_converter_process_import_hooks_leave_the_converted_files_unchanged(tiny: dict, tmp_path: Path) -> None:
-    """TensorFlow imported with the converter process's hooks (no Keras, namespaces loaded on first use)
-    converts to the same FP32 and INT8 files as TensorFlow imported plainly (this process), and never
-    loads the namespaces a conversion does not read."""
+    """TensorFlow imported with the converter process's hooks (no Keras, no SciPy, namespaces loaded on
+    first use) converts to the same FP32 and INT8 files as TensorFlow imported plainly (this process), and
+    never loads the namespaces a conversion does not read."""
     np.save(tmp_path / "rep.npy", tiny["rep"])
     code = f"""
 import json, sys
@@ -509,11 +509,11 @@ d = Path({str(tmp_path)!r})
 convert_onnx_to_tflite(Path({str(tiny["onnx"])!r}), d / "fp32.tflite", d / "int8.tflite", np.load(d / "rep.npy"),
                        labels={LABELS!r}, preprocessing={PREP!r})
 print(json.dumps([lazy, "keras" in sys.modules and sys.modules["keras"] is not None,
-                  "tensorflow.python.distribute.multi_process_runner" in sys.modules]))
+                  "tensorflow.python.distribute.multi_process_runner" in sys.modules, "scipy" in sys.modules]))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert out.returncode == 0, out.stderr[-2000:]
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == [["_LazyModule", "module"], False, False]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [["_LazyModule", "module"], False, False, False]
     assert (tmp_path / "fp32.tflite").read_bytes() == tiny["res"].fp32_path.read_bytes()
     assert (tmp_path / "int8.tflite").read_bytes() == tiny["res"].int8_path.read_bytes()

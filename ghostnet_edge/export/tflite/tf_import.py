@@ -5,10 +5,13 @@ main process needs. Two import hooks of the converter process (``export/tflite/w
 without changing a converted byte (``tests/test_export_tflite.py`` converts in a process with and one
 without them; ``benchmarks/export_parts.py`` times the import both ways):
 
-* :class:`KerasNotLoaded`: TensorFlow loads Keras 3 eagerly, only to register Keras optimizers for
-  loading Keras SavedModels, and Keras brings scikit-learn, matplotlib and SciPy's statistics. The
-  converter translates ONNX into TensorFlow ops and never builds or loads a Keras model, and TensorFlow
-  treats a Keras that fails to import as absent.
+* :class:`NotLoaded` (``keras``, ``scipy``): TensorFlow loads Keras 3 eagerly, only to register Keras
+  optimizers for loading Keras SavedModels, and Keras brings scikit-learn, matplotlib and SciPy's
+  statistics. The converter translates ONNX into TensorFlow ops and never builds or loads a Keras model,
+  and TensorFlow treats a Keras that fails to import as absent. ``tf.nn`` names the RNN cell wrappers of
+  TensorFlow's own legacy Keras, whose training loop imports ``scipy.sparse`` (a fifth of a second) only
+  to accept SciPy sparse matrices as training data, and treats a SciPy that fails to import as absent;
+  nothing else in the converter process imports SciPy.
 * :class:`LazyApiNamespaces`: ``tensorflow/__init__.py`` imports every public namespace module
   (``tf.distribute``, ``tf.feature_column``, ``tf.compat.v1``, ``tf.__internal__``, ...), and each one
   imports the implementation modules behind its names. Here each namespace module is created when
@@ -34,12 +37,20 @@ from typing import Any
 _API_PREFIX = "tensorflow._api.v2."
 
 
-class KerasNotLoaded:
-    """Import hook: ``keras`` is found but not loaded. The spec keeps its real location, because
-    TensorFlow builds its ``tf.keras`` search path from it without importing."""
+# The top-level packages the converter process finds but never loads (see the module docstring).
+NOT_LOADED = ("keras", "scipy")
+
+
+class NotLoaded:
+    """Import hook: the named top-level packages are found but not loaded: importing one raises
+    ImportError. The spec keeps its real location, because TensorFlow builds its ``tf.keras`` search path
+    from Keras's without importing it."""
+
+    def __init__(self, names: tuple[str, ...] = NOT_LOADED) -> None:
+        self.names = frozenset(names)
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        if name != "keras":
+        if name not in self.names:
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is not None:
@@ -50,7 +61,7 @@ class KerasNotLoaded:
         return None
 
     def exec_module(self, module: Any) -> None:
-        raise ImportError("keras is not loaded in the TFLite converter process", name=module.__name__)
+        raise ImportError(f"{module.__name__} is not loaded in the TFLite converter process", name=module.__name__)
 
 
 class LazyApiNamespaces:
@@ -92,5 +103,5 @@ def load_translation_namespaces() -> None:
 
 def install_import_hooks() -> None:
     """Put both hooks first on ``sys.meta_path`` (before TensorFlow is imported; once per process)."""
-    if not any(isinstance(f, (KerasNotLoaded, LazyApiNamespaces)) for f in sys.meta_path):
-        sys.meta_path[:0] = [KerasNotLoaded(), LazyApiNamespaces()]
+    if not any(isinstance(f, (NotLoaded, LazyApiNamespaces)) for f in sys.meta_path):
+        sys.meta_path[:0] = [NotLoaded(), LazyApiNamespaces()]
