@@ -256,13 +256,13 @@ def test_onnxsim_is_imported_without_sympy_which_stays_importable() -> None:
 
 
 _DEFERRED_EXPORT = """
-import hashlib, sys, tempfile
+import hashlib, sys
 from pathlib import Path
 from ghostnet_edge.export.torch_import import defer_meta_kernels, is_deferred
 deferred = defer_meta_kernels() if sys.argv[1] == "defer" else False
 from ghostnet_edge.export.onnx.convert import export_onnx
 from ghostnet_edge.models import create_model, get_spec
-out = Path(tempfile.mkdtemp()) / "model.onnx"
+out = Path(sys.argv[2]) / f"{sys.argv[1]}.onnx"
 export_onnx(create_model("ghostnet_cifar_050", seed=0).eval(), get_spec("ghostnet_cifar_050").input_size, out,
             metadata={"a": "1", "ghostedge.model": "ghostnet_cifar_050"})
 print(deferred, is_deferred("torch._meta_registrations"), hashlib.sha256(out.read_bytes()).hexdigest())
@@ -274,15 +274,15 @@ if deferred:  # reading a name runs the module, and the meta kernels then work
 """
 
 
-def test_export_process_defers_meta_kernels_and_writes_the_same_onnx(exported: dict) -> None:
+def test_export_process_defers_meta_kernels_and_writes_the_same_onnx(exported: dict, tmp_path: Path) -> None:
     """``ghostedge export``'s PyTorch, without its meta kernels run, exports the same bytes, and never runs them."""
     import subprocess
     import sys
 
     lines = {}
     for mode in ("defer", "plain"):
-        done = subprocess.run([sys.executable, "-c", _DEFERRED_EXPORT, mode], capture_output=True, text=True,
-                              timeout=300)
+        done = subprocess.run([sys.executable, "-c", _DEFERRED_EXPORT, mode, str(tmp_path)], capture_output=True,
+                              text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-1500:]
         lines[mode] = done.stdout.split()
     assert lines["defer"][:2] == ["True", "True"] and lines["plain"][:2] == ["False", "False"]
