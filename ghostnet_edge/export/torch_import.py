@@ -2,10 +2,10 @@
 
 ``import torch`` ends with ``torch._meta_registrations``: the Python "meta" kernels that compute output
 shapes for fake tensors (``torch.compile``, ``torch.export``), together with the decomposition and
-reference-op modules they are written in. That is a third to a half of the import (about 0.5 s of
-1.0-2.0 s on the 2-core machine an export runs on), and it sits on the export's critical path: the main
-process imports PyTorch, loads the model and exports ONNX while the TFLite converter process takes the
-other core. An export never runs a meta kernel: it builds the model, runs it on real tensors and
+reference-op modules they are written in: PyTorch's import took 1.28 s with them and 0.98 s without
+(best of 3, ``benchmarks/export_parts.py`` on the project's AMD EPYC, ``docs/results/export_parts_amd.md``),
+and that import sits on the export's critical path: the main process imports PyTorch, loads the
+model and exports ONNX while the TFLite converter process takes the other core. An export never runs a meta kernel: it builds the model, runs it on real tensors and
 exports it with the TorchScript-based ONNX exporter (``export/onnx/convert.py``), which traces real
 tensors too.
 

@@ -9,9 +9,10 @@ without them; ``benchmarks/export_parts.py`` times the import both ways):
   optimizers for loading Keras SavedModels, and Keras brings scikit-learn, matplotlib and SciPy's
   statistics. The converter translates ONNX into TensorFlow ops and never builds or loads a Keras model,
   and TensorFlow treats a Keras that fails to import as absent. ``tf.nn`` names the RNN cell wrappers of
-  TensorFlow's own legacy Keras, whose training loop imports ``scipy.sparse`` (a fifth of a second) only
-  to accept SciPy sparse matrices as training data, and treats a SciPy that fails to import as absent;
-  nothing else in the converter process imports SciPy.
+  TensorFlow's own legacy Keras, whose training loop imports ``scipy.sparse`` only to accept SciPy sparse
+  matrices as training data, and treats a SciPy that fails to import as absent; nothing else in the
+  converter process imports SciPy. TensorFlow's import plus ``tf.nn``: 2.11 s with SciPy, 1.88 s without
+  (best of 3, ``benchmarks/export_parts.py`` on the project's AMD EPYC).
 * :class:`LazyApiNamespaces`: ``tensorflow/__init__.py`` imports every public namespace module
   (``tf.distribute``, ``tf.feature_column``, ``tf.compat.v1``, ``tf.__internal__``, ...), and each one
   imports the implementation modules behind its names. Here each namespace module is created when
