@@ -35,6 +35,8 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from ghostnet_edge.utils.patching import swapped
+
 # The modules that import find_by_name by name (each holds its own reference to the function).
 _FIND_BY_NAME_USERS = ("quant_utils", "onnx_model", "base_quantizer", "qdq_quantizer", "onnx_quantizer",
                        "operators.conv", "operators.gemm", "operators.matmul")
@@ -231,15 +233,9 @@ def linear_graph_edits() -> Iterator[bool]:
     lookup = indexed_first_by_name if indexed else first_by_name
     with _LOCK:
         _INDEX = NameIndex() if indexed else None
-        for module in users:
-            module.find_by_name = lookup
-        for name, (fn, _) in methods.items():
-            setattr(model_cls, name, fn)
         try:
-            yield True
+            with swapped(*[(module, "find_by_name", lookup) for module in users],
+                         *[(model_cls, name, fn) for name, (fn, _) in methods.items()]):
+                yield True
         finally:
-            for name, fn in originals.items():
-                setattr(model_cls, name, fn)
-            for module in users:
-                module.find_by_name = find
             _INDEX = None

@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from ghostnet_edge.utils.patching import swapped
+
 
 def symmetric_int8_scales(weight: np.ndarray, reduce_range: bool = False) -> np.ndarray:
     """float32 scale per output channel (axis 0) of ``weight``, as onnxruntime computes it."""
@@ -103,9 +105,5 @@ def vectorized_weight_rounding() -> Iterator[bool]:
                               quant_utils.ONNX_TYPE_TO_NP_TYPE[quant_type])
         return numpy_helper.from_array(q, quant_weight_name or f"{weight.name}{quant_utils.TENSOR_NAME_QUANT_SUFFIX}")
 
-    with _PATCH_LOCK:
-        qdq_quantizer.quantize_onnx_initializer = rounded
-        try:
-            yield True
-        finally:
-            qdq_quantizer.quantize_onnx_initializer = original
+    with _PATCH_LOCK, swapped((qdq_quantizer, "quantize_onnx_initializer", rounded)):
+        yield True

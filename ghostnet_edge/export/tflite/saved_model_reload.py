@@ -22,6 +22,8 @@ import types
 from collections.abc import Iterator
 from typing import Any
 
+from ghostnet_edge.utils.patching import swapped
+
 _LOCK = threading.Lock()
 
 
@@ -44,9 +46,5 @@ def skip_saved_model_reload() -> Iterator[list[int]]:
         skipped.append(1)
         return types.SimpleNamespace()  # no graph_debug_info: the concrete function's graph supplies it
 
-    with _LOCK:
-        lite._load = no_reload
-        try:
-            yield skipped
-        finally:
-            lite._load = load
+    with _LOCK, swapped((lite, "_load", no_reload)):
+        yield skipped

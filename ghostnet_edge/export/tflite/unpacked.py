@@ -23,6 +23,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from ghostnet_edge.utils.patching import swapped
+
 _LOCK = threading.Lock()
 
 
@@ -72,9 +74,5 @@ def handed_over() -> Iterator[Handover]:
         obj = handover.take(model_bytearray)
         return obj if obj is not None else unpack(model_bytearray)
 
-    with _LOCK:
-        fu.convert_object_to_bytearray, fu.convert_bytearray_to_object = packing, unpacking
-        try:
-            yield handover
-        finally:
-            fu.convert_object_to_bytearray, fu.convert_bytearray_to_object = pack, unpack
+    with _LOCK, swapped((fu, "convert_object_to_bytearray", packing), (fu, "convert_bytearray_to_object", unpacking)):
+        yield handover
